@@ -1,0 +1,97 @@
+"""`dacli`: parse, compose the config with Hydra, hand it to one stage, print a summary.
+
+Nothing heavy is imported here, so `dacli --help` answers at once.
+"""
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import DacliError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+    help="Declarative deliberative-alignment experiments: generate → train → eval → report.\n\n"
+    "Every command takes Hydra overrides (method=aft_cot data.n_samples=500), recipe=NAME for a whole "
+    "experiment from recipes/, and -m/--multirun to sweep comma-separated values.",
+)
+
+_OVERRIDES = typer.Argument(None, help="Hydra overrides, e.g. method=aft_cot data.n_samples=500 recipe=quickstart",
+                            show_default=False)
+_MULTIRUN = typer.Option(False, "-m", "--multirun", help="Sweep: run every combination of comma-separated values.")
+
+
+def _launch(command: str, overrides: Optional[List[str]], multirun: bool) -> None:
+    from .compose import launch
+    from .pipeline import task
+
+    launch(command, overrides or [], multirun, task)
+
+
+@app.command()
+def generate(overrides: Optional[List[str]] = _OVERRIDES, multirun: bool = _MULTIRUN) -> None:
+    """Write deliberative CoT data (and MSM documents for msm_* methods) with a spec-aware judge."""
+    _launch("generate", overrides, multirun)
+
+
+@app.command()
+def train(overrides: Optional[List[str]] = _OVERRIDES, multirun: bool = _MULTIRUN) -> None:
+    """Run the method's stages (midtrain, sft) with TRL on the generated data."""
+    _launch("train", overrides, multirun)
+
+
+@app.command("eval")
+def eval_(
+    name: str = typer.Argument(..., help="The eval to run, e.g. am."),
+    overrides: Optional[List[str]] = _OVERRIDES,
+    multirun: bool = _MULTIRUN,
+) -> None:
+    """Evaluate the trained checkpoint (or eval.checkpoint=base / a path) and score it with 95% intervals."""
+    _launch("eval", [f"eval={name}", *(overrides or [])], multirun)
+
+
+@app.command()
+def run(overrides: Optional[List[str]] = _OVERRIDES, multirun: bool = _MULTIRUN) -> None:
+    """generate → train → eval → report, each stage in its own process; cached stages are skipped."""
+    _launch("run", overrides, multirun)
+
+
+@app.command()
+def report(directory: Path = typer.Argument(..., help="A run dir or a sweep dir.")) -> None:
+    """Write report.md, report.json and am_rate.png for a run or a sweep, and print the table."""
+    from .report import print_table, write
+
+    result = write(directory)
+    print_table(directory)
+    typer.echo(f"report: {result['path']}" + (f"  plot: {result['plot']}" if result["plot"] else ""))
+
+
+@app.command()
+def config(overrides: Optional[List[str]] = _OVERRIDES) -> None:
+    """Print the composed config (after overrides and recipe) without running anything."""
+    from omegaconf import OmegaConf
+    from rich.console import Console
+    from rich.syntax import Syntax
+
+    from .compose import load, split_recipe
+
+    recipe, rest = split_recipe(list(overrides or []))
+    cfg = load(rest, recipe)
+    Console().print(Syntax(OmegaConf.to_yaml(cfg), "yaml", background_color="default"))
+
+
+def main() -> None:
+    try:
+        app()
+    except DacliError as e:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise SystemExit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""From CLI words to Hydra: find conf/ and recipes/, check overrides, then run through `@hydra.main`.
+
+Hydra's compose API has no multirun, so each command rebuilds argv and calls an `@hydra.main`
+function; `-m`, sweeps and launchers then behave exactly as in any Hydra app. Overrides are first
+composed once here so that a user's typo comes back as one line instead of Hydra's report.
+"""
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+from .errors import DacliError
+
+_PKG = Path(__file__).resolve().parent
+
+
+def _find(name: str) -> Path:
+    """conf/ and recipes/ sit at the repo root in a checkout and inside the package in a wheel."""
+    for candidate in (_PKG.parent / name, _PKG / f"_{name}"):
+        if candidate.is_dir():
+            return candidate
+    raise DacliError(f"cannot find dacli's {name}/ directory next to {_PKG}")
+
+
+def conf_dir() -> Path:
+    return _find("conf")
+
+
+def recipes_dir() -> Path:
+    return _find("recipes")
+
+
+def group_options(group: str) -> List[str]:
+    return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def recipe_options() -> List[str]:
+    return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+
+
+def split_recipe(overrides: List[str]) -> tuple[Optional[str], List[str]]:
+    """`recipe=NAME` picks the primary config (a whole experiment in recipes/); the rest are overrides."""
+    recipe, rest = None, []
+    for o in overrides:
+        if o.startswith("recipe="):
+            recipe = o.split("=", 1)[1]
+        else:
+            rest.append(o)
+    if recipe is not None and recipe not in recipe_options():
+        raise DacliError(f"unknown recipe '{recipe}'; valid: {', '.join(recipe_options())}")
+    return recipe, rest
+
+
+def _single_runs(overrides: List[str]) -> List[List[str]]:
+    """One override list per sweep value (other sweeps at their first value): enough to check each value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    base = [o.input_line if not o.is_sweep_override() else f"{o.get_key_element()}={next(o.sweep_string_iterator())}"
+            for o in parsed]
+    runs = [base]
+    for i, o in enumerate(parsed):
+        if o.is_sweep_override():
+            for value in list(o.sweep_string_iterator())[1:]:
+                runs.append(base[:i] + [f"{o.get_key_element()}={value}"] + base[i + 1:])
+    return runs
+
+
+def load(overrides: List[str], recipe: Optional[str] = None, with_hydra: bool = False):
+    """Compose one config as a run would see it; user mistakes raise DacliError with one line."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from hydra.types import RunMode
+
+    from .config import register_schemas
+
+    register_schemas()
+    search_path = create_config_search_path(str(conf_dir()))
+    search_path.append("command-line", f"file://{recipes_dir()}", anchor=SearchPathQuery(provider="main"))
+    loader = ConfigLoaderImpl(config_search_path=search_path)
+    try:
+        cfg = loader.load_configuration(recipe or "config", overrides, run_mode=RunMode.RUN)
+    except MissingConfigException as e:
+        raise DacliError(_missing_message(e)) from None
+    except (ConfigCompositionException, OverrideParseException) as e:
+        raise DacliError(_composition_message(e)) from None
+    if not with_hydra:
+        from omegaconf import open_dict
+
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return cfg
+
+
+def check(overrides: List[str], recipe: Optional[str]) -> None:
+    try:
+        runs = _single_runs(overrides)
+    except Exception as e:  # the parser's own errors are multi-line and name no fix
+        raise DacliError(f"cannot parse overrides {' '.join(overrides)}: {str(e).splitlines()[0]}") from None
+    for run in runs:
+        load(run, recipe)
+
+
+def _missing_message(e: Exception) -> str:
+    text = str(e)
+    if "Could not find '" in text:
+        missing = text.split("Could not find '", 1)[1].split("'", 1)[0]
+        group, _, option = missing.rpartition("/")
+        if group:
+            return f"unknown {group} '{option}'; valid: {', '.join(group_options(group))}"
+    return text.splitlines()[0]
+
+
+def _composition_message(e: Exception) -> str:
+    first = str(e).splitlines()[0]
+    cause = e.__cause__ or e.__context__
+    if first.startswith("Could not override '"):
+        key = first.split("'")[1]
+        return f"unknown config key '{key}'; {_valid_keys(key)}"
+    if cause is not None:
+        detail = str(cause).splitlines()[0]
+        return f"{first.rstrip('.')}: {detail}"
+    return first
+
+
+def _valid_keys(key: str) -> str:
+    from omegaconf import DictConfig, OmegaConf
+
+    parent, _, _ = key.rpartition(".")
+    node = load([]) if not parent else OmegaConf.select(load([]), parent)
+    if isinstance(node, DictConfig):
+        return f"valid keys in {parent or 'the root'}: {', '.join(node.keys())}"
+    return "see `dacli config` for the valid keys"
+
+
+def launch(command: str, overrides: List[str], multirun: bool, task: Callable) -> None:
+    """Run `task(cfg)` for one composed config, or for each point of a sweep with `multirun`."""
+    import hydra
+
+    from .config import register_schemas
+
+    recipe, overrides = split_recipe(list(overrides))
+    check(overrides, recipe)
+    register_schemas()
+    argv = [sys.argv[0]]
+    if multirun:
+        argv.append("-m")
+    if recipe:
+        argv += ["--config-dir", str(recipes_dir()), "--config-name", recipe]
+    argv += [f"command={command}", *overrides]
+
+    @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
+    def _main(cfg):
+        return task(cfg)
+
+    saved, sys.argv = sys.argv, argv
+    try:
+        _main()
+    finally:
+        sys.argv = saved

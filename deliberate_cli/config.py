@@ -1,0 +1,186 @@
+"""Typed schemas for every config group, registered with Hydra's ConfigStore as `schema_config`.
+
+conf/config.yaml composes on top of it, so a misspelt key or a wrong type in any group fails at
+composition time with the key's name, instead of deep inside a stage.
+"""
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    # A local HF directory or a hub id. Left empty for an embedded model, which is converted once
+    # from the GGUF file that a Python package ships (see deliberate_cli/models.py).
+    name_or_path: Optional[str] = None
+    gguf_package: Optional[str] = None
+    gguf_file: Optional[str] = None
+    # How the CoT sits in an assistant turn: "delimiter" puts <think>…</think> at the start of the
+    # content (templates without a thinking format); "reasoning_content" hands it to the template.
+    thinking_format: str = "delimiter"
+    chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)
+    max_model_len: int = 4096
+    trust_remote_code: bool = False
+
+
+@dataclass
+class PolicyConfig:
+    id: str = MISSING
+    title: str = MISSING
+    rule: str = MISSING
+    reason: Optional[str] = None
+
+
+@dataclass
+class SpecConfig:
+    name: str = MISSING
+    include_reasons: bool = True
+    # A spec YAML file of your own (same layout as conf/spec/default.yaml); replaces `policies`.
+    path: Optional[str] = None
+    policies: List[PolicyConfig] = field(default_factory=list)
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    # "bundled" (the training prompts shipped with dacli) or a local .jsonl/.csv/.parquet file.
+    source: str = "bundled"
+    prompt_field: str = "prompt"
+    n_samples: int = 200
+    seed: int = 0
+
+
+@dataclass
+class EngineConfig:
+    """Which backend runs a model, and how; shared by the generator, the judge and the evals."""
+
+    backend: str = "vllm"
+    # None: the run's model (or, for evals, the run's trained checkpoint).
+    model_path: Optional[str] = None
+    dtype: str = "auto"
+    batch_size: int = 16
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = False
+    cpu_kvcache_gb: int = 4
+    seed: int = 0
+
+
+@dataclass
+class GeneratorConfig(EngineConfig):
+    temperature: float = 0.8
+    top_p: float = 0.95
+    cot_max_tokens: int = 512
+    # The CoT ends at the first of these; small models that never close </think> can add "\n\n".
+    cot_stop: List[str] = field(default_factory=lambda: ["</think>"])
+    response_max_tokens: int = 512
+    samples_per_prompt: int = 1
+
+
+@dataclass
+class JudgeConfig(EngineConfig):
+    enabled: bool = True
+    max_tokens: int = 8
+    # Records with a judge score below this (0-10) go to rejects.
+    threshold: float = 5.0
+    require_valid_policy_ids: bool = True
+    # Keep answers that hit response_max_tokens (they stay marked by response_finish="length").
+    allow_truncated_response: bool = False
+
+
+@dataclass
+class MsmConfig:
+    docs_per_policy: int = 4
+    max_tokens: int = 512
+    temperature: float = 0.9
+    genres: List[str] = field(
+        default_factory=lambda: ["essay", "FAQ", "case study", "lecture notes", "dialogue", "news story"]
+    )
+
+
+@dataclass
+class SftStageConfig:
+    cot: bool = False
+
+
+@dataclass
+class MethodConfig:
+    name: str = MISSING
+    stages: List[str] = MISSING
+    sft: SftStageConfig = field(default_factory=SftStageConfig)
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str = "all-linear"
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = 1e-5
+    midtrain_learning_rate: float = 1e-5
+    epochs: float = 2.0
+    midtrain_epochs: float = 1.0
+    batch_size: int = 4
+    grad_accum: int = 1
+    # None: sized from the longest record, so no CoT is silently cut.
+    max_length: Optional[int] = None
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.0
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    packing: bool = False
+    logging_steps: int = 1
+    save_steps: int = 200
+    report_to: List[str] = field(default_factory=lambda: ["tensorboard"])
+    seed: int = 0
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class EvalConfig:
+    name: str = MISSING
+    # The scenario families (files under deliberate_cli/assets/am/) and the conditions to cross them with.
+    families: List[str] = field(default_factory=list)
+    samples_per_scenario: int = 4
+    temperature: float = 0.7
+    max_tokens: int = 768
+    # "auto": the run's last trained checkpoint; "base": the untrained model; or a checkpoint path.
+    checkpoint: str = "auto"
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+@dataclass
+class RunConfig:
+    root: str = "runs"
+    name: str = MISSING
+    # Filled in at launch with Hydra's output dir for this job.
+    dir: str = ""
+
+
+@dataclass
+class Config:
+    command: str = "config"
+    model: ModelConfig = MISSING
+    spec: SpecConfig = MISSING
+    method: MethodConfig = MISSING
+    data: DataConfig = MISSING
+    generator: GeneratorConfig = MISSING
+    judge: JudgeConfig = MISSING
+    eval: EvalConfig = MISSING
+    train: TrainConfig = MISSING
+    msm: MsmConfig = field(default_factory=MsmConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+def register_schemas() -> None:
+    """Composing on top of `schema_config` types every group, so unknown keys and bad types fail early."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="schema_config", node=Config)

@@ -1,0 +1,96 @@
+"""Runs a command's stages for one composed config, each model-loading stage in its own process.
+
+vLLM does not give memory back when its engine is deleted, and Hydra's basic launcher runs sweep
+jobs one after another in one process; so the Hydra task only writes the resolved config to the run
+dir and starts `python -m deliberate_cli.pipeline STAGE CONFIG` per stage. Stages talk only through
+the run dir. In a multirun a failed job is recorded (FAILED.json) and the sweep goes on.
+"""
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+from .errors import DacliError
+
+# stage name -> "module:function"; imported only in the stage's own process.
+STAGES = {
+    "generate": "deliberate_cli.generate:run",
+    "train": "deliberate_cli.train:run",
+    "eval": "deliberate_cli.evals:run",
+}
+COMMANDS: Dict[str, List[str]] = {"generate": ["generate"], "train": ["train"], "eval": ["eval"],
+                                  "run": ["generate", "train", "eval"]}
+
+
+def task(cfg) -> None:
+    """The Hydra task: resolve the run dir, save the config, run each stage in a child process."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict
+
+    from . import report, summary
+
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    with open_dict(cfg):
+        cfg.run.dir = str(Path(hc.runtime.output_dir).resolve())
+    run = Path(cfg.run.dir)
+    config_path = run / "config.yaml"
+    tmp = config_path.with_name(".config.yaml.tmp")
+    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    os.replace(tmp, config_path)
+    (run / "FAILED.json").unlink(missing_ok=True)
+
+    results: Dict[str, Any] = {}
+    for stage in COMMANDS[cfg.command]:
+        started = time.time()
+        code = subprocess.call([sys.executable, "-m", "deliberate_cli.pipeline", stage, str(config_path)])
+        if code != 0:
+            failure = {"stage": stage, "exit_code": code, "seconds": round(time.time() - started, 1),
+                       "command": cfg.command}
+            from .rundir import write_json
+
+            write_json(run / "FAILED.json", failure)
+            summary.failed(run, stage, code)
+            if multirun:
+                return
+            raise SystemExit(code)
+        results[stage] = json.loads((run / ".summaries" / f"{stage}.json").read_text())
+        results[stage]["seconds"] = round(time.time() - started, 1)
+    if cfg.command == "run":
+        results["report"] = report.write(run)
+    summary.artefacts(cfg, results)
+
+
+def run_stage(stage: str, config_path: str) -> Dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from .config import Config
+    from .rundir import write_json
+
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(config_path))
+    module, func = STAGES[stage].split(":")
+    result = getattr(importlib.import_module(module), func)(cfg)
+    write_json(Path(cfg.run.dir) / ".summaries" / f"{stage}.json", result)
+    return result
+
+
+def _child_env() -> None:
+    for key, value in {"VLLM_LOGGING_LEVEL": "ERROR", "TOKENIZERS_PARALLELISM": "false",
+                       "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}.items():
+        os.environ.setdefault(key, value)
+
+
+if __name__ == "__main__":
+    _child_env()
+    try:
+        run_stage(sys.argv[1], sys.argv[2])
+    except DacliError as e:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        raise SystemExit(2)

@@ -1,0 +1,132 @@
+"""`dacli report <dir>`: the MSM paper's table (method × AFT samples → rate, 95% CI, n) and a plot.
+
+Reads only run configs and scores.json files, so it works on a single run, a whole sweep, or a
+sweep that is still running (runs without scores are listed as missing, failed runs with their error).
+"""
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List
+
+from .errors import DacliError
+
+
+def _runs(root: Path) -> List[Path]:
+    found = {p.parent for p in root.rglob("config.yaml") if (p.parent / ".hydra").is_dir() or p.parent == root}
+    return sorted(r for r in found if not r.name.startswith("."))
+
+
+def collect(root: Path) -> Dict[str, Any]:
+    import yaml
+
+    rows, missing, failed = [], [], []
+    for run in _runs(root):
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+        key = {"run": str(run.relative_to(root)) or ".", "model": cfg["model"]["name"],
+               "method": cfg["method"]["name"], "n_samples": cfg["data"]["n_samples"]}
+        if (run / "FAILED.json").is_file():
+            failed.append({**key, **json.loads((run / "FAILED.json").read_text())})
+        scores = sorted(run.glob("eval/*/scores.json"))
+        if not scores:
+            missing.append(key)
+        for path in scores:
+            s = json.loads(path.read_text())
+            method = "baseline" if s.get("model") == "base" else key["method"]
+            rows.append({**key, "method": method, "eval": s["eval"], "metric": s["metric"], **s["overall"],
+                         "conditions": s.get("conditions", [])})
+    return {"rows": rows, "missing": missing, "failed": failed}
+
+
+def _cell(r: Dict[str, Any]) -> str:
+    return f"{100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}] (n={r['n']})"
+
+
+def markdown(data: Dict[str, Any]) -> str:
+    lines = ["# dacli report", ""]
+    by_eval: Dict[str, List[Dict]] = defaultdict(list)
+    for r in data["rows"]:
+        by_eval[r["metric"]].append(r)
+    for metric, rows in sorted(by_eval.items()):
+        counts = sorted({r["n_samples"] for r in rows if r["method"] != "baseline"})
+        lines += [f"## {metric} (rate, 95% Wilson interval, n)", "",
+                  "| method | " + " | ".join(f"{c} AFT samples" for c in counts) + " |",
+                  "|---|" + "---|" * len(counts)]
+        table: Dict[str, Dict[int, str]] = defaultdict(dict)
+        for r in rows:
+            if r["method"] == "baseline":
+                table["baseline"] = {c: _cell(r) for c in counts}
+            else:
+                table[r["method"]][r["n_samples"]] = _cell(r)
+        for method in sorted(table, key=lambda m: (m != "baseline", m)):
+            lines.append(f"| {method} | " + " | ".join(table[method].get(c, "–") for c in counts) + " |")
+        lines.append("")
+    if data["missing"]:
+        lines += ["## Runs without scores yet", ""] + [f"- {m['run']}" for m in data["missing"]] + [""]
+    if data["failed"]:
+        lines += ["## Failed runs", ""] + [f"- {f['run']}: stage {f['stage']} exited {f['exit_code']}"
+                                           for f in data["failed"]] + [""]
+    return "\n".join(lines)
+
+
+def plot(data: Dict[str, Any], path: Path) -> bool:
+    """AM rate against AFT samples per method, log-x, with 95% interval bands."""
+    rows = [r for r in data["rows"] if r["metric"] == "am_rate"]
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    by_method: Dict[str, List[Dict]] = defaultdict(list)
+    for r in rows:
+        by_method[r["method"]].append(r)
+    for method, rs in sorted(by_method.items()):
+        if method == "baseline":
+            r = rs[0]
+            ax.axhline(100 * r["rate"], color="grey", ls="--", label="baseline")
+            continue
+        rs.sort(key=lambda r: r["n_samples"])
+        x = [r["n_samples"] for r in rs]
+        line, = ax.plot(x, [100 * r["rate"] for r in rs], marker="o", label=method)
+        ax.fill_between(x, [100 * r["ci_low"] for r in rs], [100 * r["ci_high"] for r in rs],
+                        color=line.get_color(), alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("AFT samples")
+    ax.set_ylabel("AM rate (%)")
+    ax.set_ylim(0, 100)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def write(root: Path) -> Dict[str, Any]:
+    from .rundir import write_json
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DacliError(f"not a directory: {root}")
+    data = collect(root)
+    if not data["rows"] and not data["missing"] and not data["failed"]:
+        raise DacliError(f"no dacli runs under {root} (looked for */config.yaml with .hydra/)")
+    md = root / "report.md"
+    tmp = md.with_name(".report.md.tmp")
+    tmp.write_text(markdown(data))
+    os.replace(tmp, md)
+    write_json(root / "report.json", data)
+    plotted = plot(data, root / "am_rate.png")
+    return {"path": str(md), "rows": len(data["rows"]), "missing": len(data["missing"]),
+            "failed": len(data["failed"]), "plot": str(root / "am_rate.png") if plotted else None}
+
+
+def print_table(root: Path) -> None:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    Console().print(Markdown((Path(root) / "report.md").read_text()))

