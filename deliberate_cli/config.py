@@ -75,6 +75,9 @@ class GeneratorConfig(EngineConfig):
     cot_max_tokens: int = 512
     # The CoT ends at the first of these; small models that never close </think> can add "\n\n".
     cot_stop: List[str] = field(default_factory=lambda: ["</think>"])
+    # A CoT that reaches cot_max_tokens: "reject" it, or "force" the end of thinking there and have the
+    # model answer (budget forcing, as in s1); forced records keep cot_finish="length".
+    cot_budget: str = "reject"
     response_max_tokens: int = 512
     samples_per_prompt: int = 1
 

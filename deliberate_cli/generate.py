@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from . import rundir
 from .backends import Backend, Sampling, open_backend
+from .errors import DacliError
 from .models import resolve
 from .prompts import load_prompts
 from .spec import Spec, generator_system_prompt, judge_system_prompt, load_spec, msm_document_prompt
@@ -36,6 +37,8 @@ def msm_subset(cfg) -> Dict[str, Any]:
 
 
 def run(cfg) -> Dict[str, Any]:
+    if cfg.generator.cot_budget not in ("reject", "force"):
+        raise DacliError(f"generator.cot_budget must be reject or force, got '{cfg.generator.cot_budget}'")
     spec = load_spec(cfg.spec)
     prompts = load_prompts(cfg.data)
     need_msm = "midtrain" in cfg.method.stages
@@ -73,14 +76,15 @@ def _generate_aft(cfg, spec: Spec, prompts: List[Dict], generator: Backend, mode
              for b, outs in zip(base, cot_outs) for c in outs]
     resp_outs = generator.chat(conts, Sampling(g.response_max_tokens, g.temperature, g.top_p, 1, g.seed + 7919))
     sampling = json.dumps({k: g[k] for k in ("temperature", "top_p", "cot_max_tokens", "response_max_tokens",
-                                              "samples_per_prompt", "seed")} | {"cot_stop": list(g.cot_stop)})
+                                              "samples_per_prompt", "seed", "cot_budget")}
+                          | {"cot_stop": list(g.cot_stop)})
     records, rejects = [], []
     for (p, cot), (resp,) in zip(samples, resp_outs):
         rec = dict(p, cot=cot.text.strip(), response=resp.text.strip(), generator=model_path, sampling=sampling,
                    cot_tokens=cot.completion_tokens, response_tokens=resp.completion_tokens,
-                   response_finish=resp.finish_reason)
+                   cot_finish=cot.finish_reason, response_finish=resp.finish_reason)
         rec["cited_policy_ids"], invalid = spec.cited_ids(rec["cot"])
-        reason = _check(rec, cot.finish_reason, invalid, cfg.judge)
+        reason = _check(rec, invalid, g.cot_budget, cfg.judge)
         (rejects if reason else records).append(dict(rec, reject_reason=reason) if reason else rec)
 
     judge_name = None
@@ -118,9 +122,9 @@ def _generate_aft(cfg, spec: Spec, prompts: List[Dict], generator: Backend, mode
     return counts
 
 
-def _check(rec, cot_finish: str, invalid_ids: List[str], j) -> Optional[str]:
+def _check(rec, invalid_ids: List[str], cot_budget: str, j) -> Optional[str]:
     """The deterministic checks that need no model; the first failure is the reject reason."""
-    if cot_finish == "length":
+    if rec["cot_finish"] == "length" and cot_budget != "force":
         return "cot_truncated"
     if not rec["cot"]:
         return "empty_cot"

@@ -110,57 +110,63 @@ def _sized_max_length(cfg, tokenizer, rows: List[Dict]) -> Tuple[int, int, int]:
     return max_length, longest, sum(n > max_length for n in lengths)
 
 
-def _fit(cfg, stage: str, model_path: str, rows: List[Dict], out, subset, inputs) -> Dict[str, Any]:
+def make_trainer(cfg, stage: str, model_path: str, rows: List[Dict], output_dir: Path, max_length: int):
+    """TRL's SFTTrainer with CPU-safe settings; prompt-completion rows get the loss on the completion only."""
     import torch
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    started = time.time()
     t = cfg.train
     gpu = torch.cuda.is_available()
+    midtrain = stage == "midtrain"
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    max_length, longest, truncated = _sized_max_length(cfg, tokenizer, rows)
-    midtrain = stage == "midtrain"
+    args = SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=t.midtrain_epochs if midtrain else t.epochs,
+        learning_rate=t.midtrain_learning_rate if midtrain else t.learning_rate,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        lr_scheduler_type="cosine",
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        logging_steps=t.logging_steps,
+        save_strategy="no",
+        # SFTConfig turns both on by default; on a CPU bf16 autocast crawls and checkpointing only costs.
+        bf16=t.bf16 and gpu,
+        gradient_checkpointing=t.gradient_checkpointing and gpu,
+        max_length=max_length,
+        packing=t.packing,
+        report_to=list(t.report_to),
+        seed=t.seed,
+        use_cpu=not gpu,
+        model_init_kwargs={"dtype": torch.bfloat16 if (t.bf16 and gpu) else torch.float32},
+    )
+    return SFTTrainer(model=model_path, args=args, train_dataset=Dataset.from_list(rows),
+                      processing_class=tokenizer, peft_config=_peft_config(t.lora))
+
+
+def _fit(cfg, stage: str, model_path: str, rows: List[Dict], out, subset, inputs) -> Dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    started = time.time()
+    max_length, longest, truncated = _sized_max_length(cfg, AutoTokenizer.from_pretrained(model_path), rows)
     with rundir.atomic_dir(out) as tmp:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(tmp / "tensorboard")
-        args = SFTConfig(
-            output_dir=str(tmp / "trainer"),
-            num_train_epochs=t.midtrain_epochs if midtrain else t.epochs,
-            learning_rate=t.midtrain_learning_rate if midtrain else t.learning_rate,
-            per_device_train_batch_size=t.batch_size,
-            gradient_accumulation_steps=t.grad_accum,
-            lr_scheduler_type="cosine",
-            warmup_steps=t.warmup_ratio,
-            weight_decay=t.weight_decay,
-            logging_steps=t.logging_steps,
-            save_strategy="no",
-            bf16=t.bf16 and gpu,
-            gradient_checkpointing=t.gradient_checkpointing and gpu,
-            max_length=max_length,
-            packing=t.packing,
-            report_to=list(t.report_to),
-            seed=t.seed,
-            use_cpu=not gpu,
-            disable_tqdm=False,
-            model_init_kwargs={"dtype": torch.bfloat16 if (t.bf16 and gpu) else torch.float32},
-        )
-        trainer = SFTTrainer(model=model_path, args=args, train_dataset=Dataset.from_list(rows),
-                             processing_class=tokenizer, peft_config=_peft_config(t.lora))
+        trainer = make_trainer(cfg, stage, model_path, rows, tmp / "trainer", max_length)
         result = trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         model = trainer.model
-        if t.lora.enabled:
+        if cfg.train.lora.enabled:
             model = model.merge_and_unload()
         model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        trainer.processing_class.save_pretrained(tmp)
         counts = {
             "examples": len(rows), "max_length": max_length, "longest_example": longest, "truncated": truncated,
             "steps": result.global_step, "train_loss": result.training_loss,
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-            "train_tokens": int(trainer.state.num_input_tokens_seen or 0),
             "samples_per_second": result.metrics.get("train_samples_per_second"),
         }
         shutil.rmtree(tmp / "trainer", ignore_errors=True)

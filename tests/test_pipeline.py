@@ -1,0 +1,92 @@
+"""End to end on the tiny model, through the real CLI: files written, records counted, caching."""
+import json
+
+import pyarrow.parquet as pq
+
+from conftest import dacli, read_json, tiny_overrides
+
+
+def test_generate_train_eval_report_and_cache(tiny_model, tmp_path):
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_cot", "train.learning_rate=1e-3", "train.epochs=4",
+                          "train.batch_size=2")
+    run = tmp_path / "runs" / "tiny-aft_cot-n8"
+
+    dacli("generate", *args, cwd=tmp_path)
+    data = run / "data" / "aft"
+    kept = pq.read_table(data / "aft.parquet").to_pylist()
+    rejects = pq.read_table(data / "rejects.parquet").to_pylist()
+    manifest = read_json(data / "manifest.json")
+    assert manifest["counts"]["prompts"] == 8
+    assert len(kept) + len(rejects) == manifest["counts"]["samples"] == 8
+    assert manifest["counts"]["kept"] == len(kept) > 0
+    assert manifest["versions"]["transformers"] and manifest["config_hash"]
+    for r in kept:
+        assert r["cot"] and r["response"] and r["prompt"]
+        assert "[HA1]" not in json.dumps(r)  # the spec never enters a training record
+    assert not list(run.rglob("*.partial"))
+
+    stamp = (data / "manifest.json").stat().st_mtime_ns
+    out = dacli("generate", *args, cwd=tmp_path).stdout
+    assert (data / "manifest.json").stat().st_mtime_ns == stamp and "cached" in out
+
+    dacli("train", *args, cwd=tmp_path)
+    sft = run / "checkpoints" / "sft"
+    m = read_json(sft / "manifest.json")
+    assert m["counts"]["examples"] == len(kept) and m["counts"]["steps"] >= 4
+    assert m["counts"]["last_loss"] < m["counts"]["first_loss"]
+    assert m["counts"]["truncated"] == 0 and m["counts"]["max_length"] >= m["counts"]["longest_example"]
+    assert m["inputs"]["data"]["manifest_sha256"]
+    assert list((sft / "tensorboard").rglob("events.out.tfevents*"))
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    AutoModelForCausalLM.from_pretrained(sft)
+    assert AutoTokenizer.from_pretrained(sft).chat_template
+
+    # A max_length that leaves a prompt no completion tokens is an error, and the checkpoint survives it.
+    proc = dacli("train", *args, "train.max_length=8", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "lose every completion token at max_length=8" in proc.stderr
+    assert read_json(sft / "manifest.json") == m
+
+    dacli("eval", "am", *args, cwd=tmp_path)
+    scores = read_json(run / "eval" / "am" / "scores.json")
+    samples = [json.loads(l) for l in (run / "eval" / "am" / "samples.jsonl").read_text().splitlines()]
+    assert scores["overall"]["n"] == len(samples) == 2 * 8  # 2 families x 4 conditions x 2 samples
+    assert 0 <= scores["overall"]["ci_low"] <= scores["overall"]["rate"] <= scores["overall"]["ci_high"] <= 1
+    assert {s["layer"] for s in samples} == {"deterministic"} and all(s["reason"] for s in samples)
+    assert scores["model_path"] == str(sft)
+
+    dacli("report", str(run), cwd=tmp_path)
+    report = (run / "report.md").read_text()
+    assert "| aft_cot |" in report and f"(n={len(samples)})" in report
+    assert (run / "am_rate.png").stat().st_size > 1000
+
+
+def test_run_msm_method_midtrains_then_sfts(tiny_model, tmp_path):
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=msm_aft", "eval.engine.backend=vllm",
+                          "eval.engine.enforce_eager=true", "eval.engine.gpu_memory_utilization=0.3",
+                          "eval.engine.cpu_kvcache_gb=1")
+    out = dacli("run", *args, cwd=tmp_path).stdout
+    run = tmp_path / "runs" / "tiny-msm_aft-n8"
+    docs = pq.read_table(run / "data" / "msm" / "msm_docs.parquet").to_pylist()
+    assert docs and all(d["genre"] and d["policy_ids"] for d in docs)
+    mid = read_json(run / "checkpoints" / "midtrain" / "manifest.json")
+    sft = read_json(run / "checkpoints" / "sft" / "manifest.json")
+    assert mid["counts"]["examples"] == len(docs)
+    assert sft["inputs"]["init"]["path"] == str(run / "checkpoints" / "midtrain")
+    assert sft["base_model"] == str(run / "checkpoints" / "midtrain")
+    assert (run / "report.md").is_file() and (run / "eval" / "am" / "scores.json").is_file()
+    assert "report" in out and "sft" in out
+
+
+def test_user_errors_in_stages_are_one_line(tiny_model, tmp_path):
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot")
+    proc = dacli("train", *args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "error: training data missing:" in proc.stderr and "Traceback" not in proc.stderr
+    proc = dacli("eval", "am", *args, "eval.checkpoint=" + str(tmp_path), cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "is not a model directory" in proc.stderr and "Traceback" not in proc.stderr
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("policies: [")
+    proc = dacli("generate", *args, f"spec.path={spec}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "not valid YAML" in proc.stderr
+    assert not list((tmp_path / "runs").rglob("aft.parquet"))

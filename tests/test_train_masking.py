@@ -1,0 +1,46 @@
+"""The loss falls on exactly the right tokens: assistant CoT + answer for SFT, every token for midtrain."""
+import pytest
+from omegaconf import OmegaConf
+
+from deliberate_cli.config import Config
+from deliberate_cli.train import make_trainer, sft_example
+
+REC = {"prompt": "How do I reset my router?", "cot": "OR1 applies: this is benign, help fully.",
+       "response": "Hold the reset button for ten seconds."}
+
+
+def _cfg():
+    return OmegaConf.merge(OmegaConf.structured(Config), {"train": {"report_to": [], "batch_size": 2}})
+
+
+def _labelled(trainer):
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    return batch["input_ids"], batch["labels"]
+
+
+@pytest.mark.parametrize("cot", [True, False])
+def test_sft_labels_are_exactly_the_assistant_turn(cot, tiny_model, tmp_path):
+    rows = [sft_example(REC, cot, "delimiter")]
+    trainer = make_trainer(_cfg(), "sft", str(tiny_model), rows, tmp_path, max_length=512)
+    tok = trainer.processing_class
+    ids, labels = _labelled(trainer)
+    trained = tok.decode([t for t, l in zip(ids[0].tolist(), labels[0].tolist()) if l != -100])
+    masked = tok.decode([t for t, l in zip(ids[0].tolist(), labels[0].tolist()) if l == -100])
+    expected = (f"<think>\n{REC['cot']}\n</think>\n\n" if cot else "") + REC["response"] + "<|im_end|>"
+    assert trained.rstrip("\n") == expected
+    assert REC["prompt"] in masked and "<|im_start|>assistant" in masked
+    assert REC["cot"] not in masked
+
+
+def test_midtrain_loss_covers_every_document_token(tiny_model, tmp_path):
+    doc = "An essay on AG1: an assistant accepts correction, because humans must stay able to fix it."
+    trainer = make_trainer(_cfg(), "midtrain", str(tiny_model), [{"text": doc}], tmp_path, max_length=512)
+    ids, labels = _labelled(trainer)
+    assert (labels[0] != -100).all()
+    assert trainer.processing_class.decode(ids[0]).startswith(doc)
+
+
+def test_reasoning_content_format_hands_cot_to_the_template():
+    ex = sft_example(REC, True, "reasoning_content")
+    assert ex["completion"][0] == {"role": "assistant", "content": REC["response"], "reasoning_content": REC["cot"]}
+    assert ex["prompt"] == [{"role": "user", "content": REC["prompt"]}]
