@@ -61,6 +61,9 @@ def load_prompts(data_cfg) -> List[Dict[str, Any]]:
     random.Random(data_cfg.seed).shuffle(records)
     if data_cfg.n_samples <= 0:
         raise DacliError(f"data.n_samples must be positive, got {data_cfg.n_samples}")
+    if data_cfg.n_samples > len(records):
+        raise DacliError(f"data.n_samples={data_cfg.n_samples} but {path} has only {len(records)} prompts; "
+                         f"lower n_samples or pass a larger data.source")
     for order, rec in enumerate(records):
         rec["order"] = order
     return records[: data_cfg.n_samples]

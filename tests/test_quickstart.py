@@ -1,0 +1,25 @@
+"""The README's main job, for real: the embedded SmolLM2-135M through every stage (several minutes)."""
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import REPO, dacli, read_json
+
+
+@pytest.mark.slow
+def test_quickstart_recipe_end_to_end(tmp_path):
+    out = dacli("run", "recipe=quickstart", f"run.root={tmp_path}", cwd=REPO, timeout=1200).stdout
+    run = tmp_path / "quickstart-aft_cot-n24"
+    kept = pq.read_table(run / "data" / "aft" / "aft.parquet").to_pylist()
+    assert kept and all(r["cot"] and r["response"] for r in kept)
+    sft = read_json(run / "checkpoints" / "sft" / "manifest.json")
+    assert sft["counts"]["examples"] == len(kept) and sft["counts"]["steps"] > 0
+    scores = read_json(run / "eval" / "am" / "scores.json")
+    assert scores["model_path"] == str(run / "checkpoints" / "sft")
+    assert scores["overall"]["n"] == 32 and len(scores["conditions"]) == 8
+    samples = [json.loads(l) for l in (run / "eval" / "am" / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 32 and all(s["transcript"][-1]["role"] == "assistant" for s in samples)
+    report = (run / "report.md").read_text()
+    assert "aft_cot" in report and "(n=32)" in report and (run / "am_rate.png").is_file()
+    assert "report.md" in out
