@@ -94,9 +94,13 @@ def plot(data: Dict[str, Any], path: Path) -> bool:
         ax.fill_between(x, [100 * r["ci_low"] for r in rs], [100 * r["ci_high"] for r in rs],
                         color=line.get_color(), alpha=0.2)
     ax.set_xscale("log")
+    counts = sorted({r["n_samples"] for r in rows if r["method"] != "baseline"})
+    ax.set_xticks(counts, [str(c) for c in counts])
+    ax.minorticks_off()
     ax.set_xlabel("AFT samples")
     ax.set_ylabel("AM rate (%)")
     ax.set_ylim(0, 100)
+    ax.set_title("Agentic Misalignment rate (95% Wilson interval)")
     ax.legend()
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")

@@ -24,11 +24,18 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _short(path: str) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 def _row(table: Table, name: str, part: Dict[str, Any], seconds: Any) -> None:
     shown = _SHOWN.get(name, _SHOWN["eval"] if "rate" in part else ())
     details = "  ".join(f"{k}={_fmt(part[k])}" for k in shown if k in part)
     table.add_row(name, "cached" if part.get("cached") else "done", _fmt(seconds), details,
-                  part.get("dir") or part.get("path", ""))
+                  _short(part.get("dir") or part.get("path", "")))
 
 
 def artefacts(cfg, results: Dict[str, Dict[str, Any]]) -> None:
@@ -44,7 +51,7 @@ def artefacts(cfg, results: Dict[str, Dict[str, Any]]) -> None:
         else:
             _row(table, stage, res, seconds)
     console.print(table)
-    console.print(f"run dir: [bold]{cfg.run.dir}[/]  (config: {Path(cfg.run.dir) / 'config.yaml'})", highlight=False)
+    console.print(f"run dir: [bold]{_short(cfg.run.dir)}[/]  (resolved config: config.yaml)", highlight=False)
 
 
 def failed(run: Path, stage: str, code: int) -> None:

@@ -90,3 +90,16 @@ def test_user_errors_in_stages_are_one_line(tiny_model, tmp_path):
     proc = dacli("generate", *args, f"spec.path={spec}", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "not valid YAML" in proc.stderr
     assert not list((tmp_path / "runs").rglob("aft.parquet"))
+
+
+def test_multirun_sweep_writes_one_run_dir_per_job_and_a_report(tiny_model, tmp_path):
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "data.n_samples=4,8")
+    dacli("run", "-m", *args, cwd=tmp_path)
+    sweep = tmp_path / "runs" / "sweeps" / "tiny"
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["aft_nocot-n4", "aft_nocot-n8"]
+    for n in (4, 8):
+        assert read_json(sweep / f"aft_nocot-n{n}" / "data" / "aft" / "manifest.json")["counts"]["prompts"] == n
+    dacli("report", str(sweep), cwd=tmp_path)
+    report = read_json(sweep / "report.json")
+    assert sorted(r["n_samples"] for r in report["rows"]) == [4, 8]
+    assert "| aft_nocot |" in (sweep / "report.md").read_text() and (sweep / "am_rate.png").is_file()

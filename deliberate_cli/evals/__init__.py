@@ -21,8 +21,8 @@ EVALS = {"am": (am.run, "am_rate")}
 
 
 def pick_model(cfg) -> Tuple[str, str, Dict[str, Dict[str, str]]]:
-    """(model path, label, inputs) for eval.checkpoint: auto | base | a path."""
-    choice = cfg.eval.checkpoint
+    """(model path, label, inputs) for eval.checkpoint: auto | base | a path (eval.engine.model_path wins)."""
+    choice = cfg.eval.engine.model_path or cfg.eval.checkpoint
     if choice == "base":
         return resolve(cfg.model), "base", {}
     if choice == "auto":
