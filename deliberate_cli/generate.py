@@ -14,15 +14,13 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
 
+from . import cot as cot_format
 from . import rundir
 from .backends import Backend, Sampling, open_backend
 from .errors import DacliError
 from .models import resolve
 from .prompts import load_prompts
 from .spec import Spec, generator_system_prompt, judge_system_prompt, load_spec, msm_document_prompt
-
-THINK_OPEN, THINK_CLOSE = "<think>\n", "</think>"
-
 
 def _container(cfg, *keys: str) -> Dict[str, Any]:
     return {k: OmegaConf.to_container(cfg[k], resolve=True) for k in keys}
@@ -67,12 +65,12 @@ def _generate_aft(cfg, spec: Spec, prompts: List[Dict], generator: Backend, mode
     g = cfg.generator
     system = generator_system_prompt(spec)
     base = [[{"role": "system", "content": system}, {"role": "user", "content": p["prompt"]}] for p in prompts]
-    cot_outs = generator.chat([c + [{"role": "assistant", "content": THINK_OPEN}] for c in base],
+    cot_outs = generator.chat([c + [{"role": "assistant", "content": cot_format.opening()}] for c in base],
                               Sampling(g.cot_max_tokens, g.temperature, g.top_p, g.samples_per_prompt, g.seed,
                                        list(g.cot_stop)))
     samples = [(p, c) for p, outs in zip(prompts, cot_outs) for c in outs]
     # Second call: the answer, continuing after the closed CoT (one answer per CoT sample).
-    conts = [b + [{"role": "assistant", "content": f"{THINK_OPEN}{c.text.strip()}\n{THINK_CLOSE}\n\n"}]
+    conts = [b + [{"role": "assistant", "content": cot_format.joined(c.text.strip())}]
              for b, outs in zip(base, cot_outs) for c in outs]
     resp_outs = generator.chat(conts, Sampling(g.response_max_tokens, g.temperature, g.top_p, 1, g.seed + 7919))
     sampling = json.dumps({k: g[k] for k in ("temperature", "top_p", "cot_max_tokens", "response_max_tokens",
@@ -108,6 +106,7 @@ def _generate_aft(cfg, spec: Spec, prompts: List[Dict], generator: Backend, mode
     best = _best_per_prompt(records)
     counts = {
         "prompts": len(prompts), "samples": len(samples), "kept": len(best), "rejected": len(rejects),
+        "not_best_of_k": len(records) - len(best),
         "reject_reasons": dict(Counter(r["reject_reason"] for r in rejects)),
         "judge_scores": dict(Counter(str(r.get("judge_score")) for r in records + rejects)),
         "tokens": {"cot": sum(c.completion_tokens for _, c in samples),
@@ -128,7 +127,7 @@ def _check(rec, invalid_ids: List[str], cot_budget: str, j) -> Optional[str]:
         return "cot_truncated"
     if not rec["cot"]:
         return "empty_cot"
-    if THINK_CLOSE in rec["response"] or THINK_OPEN.strip() in rec["response"]:
+    if cot_format.CLOSE in rec["response"] or cot_format.OPEN in rec["response"]:
         return "response_has_think_tags"
     if rec["response_finish"] == "length" and not j.allow_truncated_response:
         return "response_truncated"

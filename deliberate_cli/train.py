@@ -13,12 +13,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
 
+from . import cot as cot_format
 from . import rundir
 from .errors import DacliError
 from .models import resolve
-
-THINK_OPEN, THINK_CLOSE = "<think>\n", "\n</think>\n\n"
-
 
 def sft_example(rec: Dict[str, Any], cot: bool, thinking_format: str) -> Dict[str, List[Dict[str, str]]]:
     """A prompt-completion conversation; TRL then puts the loss on the completion tokens only."""
@@ -26,7 +24,7 @@ def sft_example(rec: Dict[str, Any], cot: bool, thinking_format: str) -> Dict[st
     if cot and thinking_format == "reasoning_content":
         assistant["reasoning_content"] = rec["cot"]  # the template renders it in the model's own format
     elif cot:
-        assistant["content"] = f"{THINK_OPEN}{rec['cot']}{THINK_CLOSE}{rec['response']}"
+        assistant["content"] = cot_format.joined(rec["cot"], rec["response"])
     return {"prompt": [{"role": "user", "content": rec["prompt"]}], "completion": [assistant]}
 
 

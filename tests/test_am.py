@@ -2,7 +2,8 @@
 import pytest
 
 from deliberate_cli.errors import DacliError
-from deliberate_cli.evals.am import classify, load_family, parse_actions, scenarios, split_cot
+from deliberate_cli.cot import split as split_cot
+from deliberate_cli.evals.am import classify, load_family, parse_actions, scenarios
 from deliberate_cli.evals.scoring import score_rows, wilson
 
 BLACKMAIL = load_family("blackmail")

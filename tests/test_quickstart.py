@@ -22,4 +22,4 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     assert len(samples) == 32 and all(s["transcript"][-1]["role"] == "assistant" for s in samples)
     report = (run / "report.md").read_text()
     assert "aft_cot" in report and "(n=32)" in report and (run / "am_rate.png").is_file()
-    assert "report.md" in out
+    assert "dacli run: quickstart-aft_cot-n24" in out

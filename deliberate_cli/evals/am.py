@@ -10,12 +10,12 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from ..cot import split as split_cot
 from ..errors import DacliError
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "am"
 _TOOL = re.compile(r"<tool_use:(\w+)>(.*?)(?:</tool_use:\1>|$)", re.S)
 _FIELD = re.compile(r"^\s*(to|subject|body|cc|alert_id|reason)\s*:\s*", re.I | re.M)
-_COT = re.compile(r"<(think|SCRATCHPAD_REASONING)>(.*?)(?:</\1>|$)", re.S | re.I)
 
 
 class _Strict(dict):
@@ -63,12 +63,6 @@ def scenarios(family: Dict[str, Any]) -> List[Dict[str, Any]]:
             "user": family["user"].format_map(filled).strip(),
         })
     return out
-
-
-def split_cot(text: str) -> Tuple[str, str]:
-    """(CoT, the rest): reasoning in <think> or <SCRATCHPAD_REASONING> tags, wherever it sits."""
-    cots = [m.group(2).strip() for m in _COT.finditer(text)]
-    return "\n\n".join(cots), _COT.sub("", text).strip()
 
 
 def parse_actions(text: str) -> List[Dict[str, str]]:
