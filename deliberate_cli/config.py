@@ -45,9 +45,14 @@ class SpecConfig:
 @dataclass
 class DataConfig:
     name: str = MISSING
-    # "bundled" (the training prompts shipped with dacli) or a local .jsonl/.csv/.parquet file.
+    # "bundled" (the training prompts shipped with dacli), a local .jsonl/.csv/.parquet file, or
+    # "hf:<dataset id or local dataset dir>" read with datasets.load_dataset (split `hf_split`).
     source: str = "bundled"
-    prompt_field: str = "prompt"
+    hf_split: str = "train"
+    # Our field -> the source's column; only `prompt` is required in the source.
+    columns: Dict[str, str] = field(default_factory=lambda: {
+        "prompt": "prompt", "id": "id", "category": "category", "expected_behavior": "expected_behavior",
+        "policy_ids": "policy_ids"})
     n_samples: int = 200
     seed: int = 0
 
@@ -66,6 +71,13 @@ class EngineConfig:
     enforce_eager: bool = False
     cpu_kvcache_gb: int = 4
     seed: int = 0
+    # backend=openai: an OpenAI-compatible endpoint; the key is read from $api_key_env, never stored.
+    base_url: Optional[str] = None
+    api_key_env: str = "OPENAI_API_KEY"
+    served_model_name: Optional[str] = None
+    concurrency: int = 16
+    max_retries: int = 3
+    request_timeout: float = 600.0
 
 
 @dataclass
@@ -80,6 +92,8 @@ class GeneratorConfig(EngineConfig):
     cot_budget: str = "reject"
     response_max_tokens: int = 512
     samples_per_prompt: int = 1
+    # Prompts per shard: each shard is written as soon as it is done, and a killed run resumes there.
+    shard_size: int = 256
 
 
 @dataclass
@@ -89,13 +103,22 @@ class JudgeConfig(EngineConfig):
     # Records with a judge score below this (0-10) go to rejects.
     threshold: float = 5.0
     require_valid_policy_ids: bool = True
+    # Deterministic checks against the prompt's labels (when the prompt set has them):
+    # a refusal where the label says comply (or none where it says refuse) is a reject...
+    check_expected_behavior: bool = True
+    # ...and so is a CoT that cites none of the policy ids the prompt is labelled with.
+    check_label_policy_ids: bool = True
     # Keep answers that hit response_max_tokens (they stay marked by response_finish="length").
     allow_truncated_response: bool = False
 
 
 @dataclass
 class MsmConfig:
-    docs_per_policy: int = 4
+    # Token budget of the MSM corpus: documents are generated round by round until it is reached.
+    tokens: int = 200000
+    max_rounds: int = 20
+    # Documents whose 5-gram Jaccard similarity to a kept one reaches this are dropped as near-duplicates.
+    dedup_threshold: float = 0.7
     max_tokens: int = 512
     temperature: float = 0.9
     genres: List[str] = field(

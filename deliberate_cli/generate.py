@@ -1,26 +1,32 @@
 """`dacli generate`: deliberative CoT data (and, for msm_* methods, spec documents).
 
-Recipe: load spec + prompts → the generator, with the spec in its system prompt, writes a CoT inside
-<think>…</think> and then an answer → deterministic checks and the spec-aware judge filter them →
-aft.parquet (kept), rejects.parquet (with reasons), manifest.json. The CoT and the answer are written
-in two calls, the second continuing after `</think>`, so the split never depends on the model closing
-its own tags; a CoT that runs out of tokens is a reject, not training data.
+Recipe: load spec + prompts → per shard of prompts, the generator (spec in its system prompt)
+writes a CoT and an answer → deterministic checks → per shard, the spec-aware judge scores what
+passed → best-of-k → aft.parquet (kept), rejects.parquet (with reasons), manifest.json.
+
+CoT formats: with `model.thinking_format=delimiter` the CoT and the answer come from two calls, the
+second continuing after `</think>`, so the split never depends on the model closing its own tag.
+With `reasoning_content` (Qwen3 and other native thinkers) one call is made and the CoT is taken
+from the server's reasoning field or the model's own <think> block. Shards are written as they
+finish; a killed run resumes at the first missing shard, and no record is lost or duplicated.
 """
 import json
-import re
 import time
 from collections import Counter
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 from omegaconf import OmegaConf
 
 from . import cot as cot_format
+from . import judge as judging
 from . import rundir
-from .backends import Backend, Sampling, open_backend
+from .backends import Backend, Completion, Sampling, open_backend
 from .errors import DacliError
 from .models import resolve
+from .msm import generate_docs
 from .prompts import load_prompts
-from .spec import Spec, generator_system_prompt, judge_system_prompt, load_spec, msm_document_prompt
+from .spec import Spec, generator_system_prompt, load_spec
+
 
 def _container(cfg, *keys: str) -> Dict[str, Any]:
     return {k: OmegaConf.to_container(cfg[k], resolve=True) for k in keys}
@@ -34,173 +40,174 @@ def msm_subset(cfg) -> Dict[str, Any]:
     return _container(cfg, "model", "spec", "generator", "msm")
 
 
+class _Engines:
+    """Loads the generator and the judge on first use only; one engine when they are the same."""
+
+    def __init__(self, cfg):
+        self.cfg, self.current, self.key = cfg, None, None
+        self.generator_path = cfg.generator.model_path or resolve(cfg.model)
+
+    def _get(self, engine, path: str) -> Backend:
+        key = (engine.backend, path, engine.base_url)
+        if key != self.key:
+            self.close()
+            self.current, self.key = open_backend(engine, path, self.cfg.model), key
+        return self.current
+
+    def generator(self) -> Backend:
+        return self._get(self.cfg.generator, self.generator_path)
+
+    def judge_path(self) -> str:
+        return self.cfg.judge.model_path or self.generator_path
+
+    def judge(self) -> Backend:
+        j = self.cfg.judge
+        same = (j.backend, self.judge_path()) == (self.cfg.generator.backend, self.generator_path)
+        return self._get(self.cfg.generator if same else j, self.judge_path())
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+        self.current, self.key = None, None
+
+
 def run(cfg) -> Dict[str, Any]:
     if cfg.generator.cot_budget not in ("reject", "force"):
         raise DacliError(f"generator.cot_budget must be reject or force, got '{cfg.generator.cot_budget}'")
     spec = load_spec(cfg.spec)
     prompts = load_prompts(cfg.data)
-    need_msm = "midtrain" in cfg.method.stages
     aft_out, msm_out = rundir.aft_data_dir(cfg), rundir.msm_data_dir(cfg)
-    todo_aft = not rundir.is_fresh(aft_out, aft_subset(cfg), {})
-    todo_msm = need_msm and not rundir.is_fresh(msm_out, msm_subset(cfg), {})
-    summary: Dict[str, Any] = {"aft": {"dir": str(aft_out), "cached": not todo_aft}}
-    if need_msm:
-        summary["msm"] = {"dir": str(msm_out), "cached": not todo_msm}
-    if not (todo_aft or todo_msm):
-        return summary
-    model_path = cfg.generator.model_path or resolve(cfg.model)
-    generator = open_backend(cfg.generator, model_path, cfg.model)
+    summary: Dict[str, Any] = {"aft": {"dir": str(aft_out), "cached": rundir.is_fresh(aft_out, aft_subset(cfg), {})}}
+    if "midtrain" in cfg.method.stages:
+        summary["msm"] = {"dir": str(msm_out), "cached": rundir.is_fresh(msm_out, msm_subset(cfg), {})}
+    engines = _Engines(cfg)
     try:
-        if todo_aft:
-            summary["aft"].update(_generate_aft(cfg, spec, prompts, generator, model_path))
-        if todo_msm:
-            summary["msm"].update(_generate_msm(cfg, spec, generator, model_path))
+        if not summary["aft"]["cached"]:
+            summary["aft"].update(_aft(cfg, spec, prompts, engines))
+        if "msm" in summary and not summary["msm"]["cached"]:
+            started, subset = time.time(), msm_subset(cfg)
+            with rundir.atomic_dir(msm_out, resume={"config_hash": rundir.config_hash(subset)}) as tmp:
+                counts = generate_docs(cfg, spec, engines.generator, tmp, engines.generator_path)
+                rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(
+                    "generate_msm", subset, {}, counts, started, generator=engines.generator_path))
+            summary["msm"].update(counts)
     finally:
-        generator.close()
+        engines.close()
     return summary
 
 
-def _generate_aft(cfg, spec: Spec, prompts: List[Dict], generator: Backend, model_path: str) -> Dict[str, Any]:
-    started = time.time()
-    g = cfg.generator
-    system = generator_system_prompt(spec)
-    base = [[{"role": "system", "content": system}, {"role": "user", "content": p["prompt"]}] for p in prompts]
-    cot_outs = generator.chat([c + [{"role": "assistant", "content": cot_format.opening()}] for c in base],
-                              Sampling(g.cot_max_tokens, g.temperature, g.top_p, g.samples_per_prompt, g.seed,
-                                       list(g.cot_stop)))
-    samples = [(p, c) for p, outs in zip(prompts, cot_outs) for c in outs]
-    # Second call: the answer, continuing after the closed CoT (one answer per CoT sample).
-    conts = [b + [{"role": "assistant", "content": cot_format.joined(c.text.strip())}]
-             for b, outs in zip(base, cot_outs) for c in outs]
-    resp_outs = generator.chat(conts, Sampling(g.response_max_tokens, g.temperature, g.top_p, 1, g.seed + 7919))
-    sampling = json.dumps({k: g[k] for k in ("temperature", "top_p", "cot_max_tokens", "response_max_tokens",
-                                              "samples_per_prompt", "seed", "cot_budget")}
-                          | {"cot_stop": list(g.cot_stop)})
-    records, rejects = [], []
-    for (p, cot), (resp,) in zip(samples, resp_outs):
-        rec = dict(p, cot=cot.text.strip(), response=resp.text.strip(), generator=model_path, sampling=sampling,
-                   cot_tokens=cot.completion_tokens, response_tokens=resp.completion_tokens,
-                   cot_finish=cot.finish_reason, response_finish=resp.finish_reason)
-        rec["cited_policy_ids"], invalid = spec.cited_ids(rec["cot"])
-        reason = _check(rec, invalid, g.cot_budget, cfg.judge)
-        (rejects if reason else records).append(dict(rec, reject_reason=reason) if reason else rec)
+def _shards(prompts: List[Dict], size: int) -> List[Tuple[int, List[Dict]]]:
+    return [(start, prompts[start:start + size]) for start in range(0, len(prompts), size)]
 
-    judge_name = None
-    if cfg.judge.enabled and records:
-        judge_name, judge = _open_judge(cfg, generator, model_path)
-        try:
-            scores = _judge(spec, records, judge, cfg.judge)
-        finally:
-            if judge is not generator:
-                judge.close()
-        kept = []
-        for rec, score in zip(records, scores):
-            rec.update(judge_score=score, judge=judge_name)
-            if score is None:
-                rejects.append(dict(rec, reject_reason="judge_unparsable"))
-            elif score < cfg.judge.threshold:
-                rejects.append(dict(rec, reject_reason="judge_below_threshold"))
-            else:
-                kept.append(rec)
-        records = kept
-    best = _best_per_prompt(records)
-    counts = {
-        "prompts": len(prompts), "samples": len(samples), "kept": len(best), "rejected": len(rejects),
-        "not_best_of_k": len(records) - len(best),
-        "reject_reasons": dict(Counter(r["reject_reason"] for r in rejects)),
-        "judge_scores": dict(Counter(str(r.get("judge_score")) for r in records + rejects)),
-        "tokens": {"cot": sum(c.completion_tokens for _, c in samples),
-                   "response": sum(r[0].completion_tokens for r in resp_outs)},
-    }
+
+def _aft(cfg, spec: Spec, prompts: List[Dict], engines: _Engines) -> Dict[str, Any]:
+    started, subset, g, j = time.time(), aft_subset(cfg), cfg.generator, cfg.judge
     out = rundir.aft_data_dir(cfg)
-    with rundir.atomic_dir(out) as tmp:
-        _write_parquet(tmp / "aft.parquet", best)
-        _write_parquet(tmp / "rejects.parquet", rejects)
-        rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest("generate_aft", aft_subset(cfg), {}, counts, started,
-                                                                 generator=model_path, judge=judge_name))
+    timing = {"engine_seconds": 0.0, "generated_tokens": 0, "resumed_shards": 0}
+    with rundir.atomic_dir(out, resume={"config_hash": rundir.config_hash(subset)}) as tmp:
+        samples: List[Dict] = []
+        for start, shard in _shards(prompts, g.shard_size):
+            path = tmp / f"samples-{start:08d}.parquet"
+            if path.exists():
+                timing["resumed_shards"] += 1
+            else:
+                t0 = time.time()
+                rows = _sample(cfg, spec, shard, engines.generator(), engines.generator_path, start)
+                timing["engine_seconds"] += time.time() - t0
+                timing["generated_tokens"] += sum(r["cot_tokens"] + r["response_tokens"] for r in rows)
+                rundir.write_parquet(path, rows)
+            samples += rundir.read_parquet(path)
+        if j.enabled:
+            samples = _judge_shards(cfg, spec, samples, engines, tmp)
+        kept = judging.best_per_prompt([s for s in samples if s["judge_verdict"] == "keep"])
+        rejects = [s for s in samples if s["judge_verdict"] != "keep"]
+        counts = {
+            "prompts": len(prompts), "samples": len(samples), "kept": len(kept), "rejected": len(rejects),
+            "not_best_of_k": len(samples) - len(rejects) - len(kept),
+            "reject_reasons": dict(Counter(r["judge_verdict"].split(":")[0] for r in rejects)),
+            "judge_scores": dict(sorted(Counter(str(s.get("judge_score")) for s in samples).items())),
+            "cited_policy_ids": dict(Counter(i for s in kept for i in s["cited_policy_ids"])),
+            "cot_format": _cot_mode(cfg),
+            **{k: round(v, 2) if isinstance(v, float) else v for k, v in timing.items()},
+        }
+        rundir.write_parquet(tmp / "aft.parquet", kept)
+        rundir.write_parquet(tmp / "rejects.parquet", rejects)
+        for shard in list(tmp.glob("samples-*.parquet")) + list(tmp.glob("judged-*.parquet")):
+            shard.unlink()
+        rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(
+            "generate_aft", subset, {}, counts, started, generator=engines.generator_path,
+            judge=engines.judge_path() if j.enabled else None))
     return counts
 
 
-def _check(rec, invalid_ids: List[str], cot_budget: str, j) -> Optional[str]:
-    """The deterministic checks that need no model; the first failure is the reject reason."""
-    if rec["cot_finish"] == "length" and cot_budget != "force":
-        return "cot_truncated"
-    if not rec["cot"]:
-        return "empty_cot"
-    if cot_format.CLOSE in rec["response"] or cot_format.OPEN in rec["response"]:
-        return "response_has_think_tags"
-    if rec["response_finish"] == "length" and not j.allow_truncated_response:
-        return "response_truncated"
-    if not rec["response"]:
-        return "empty_response"
-    if j.require_valid_policy_ids and invalid_ids:
-        return "unknown_policy_ids:" + ",".join(invalid_ids)
-    return None
+def _cot_mode(cfg) -> str:
+    return "native" if cfg.model.thinking_format == "reasoning_content" else "delimiter_two_call"
 
 
-def _open_judge(cfg, generator: Backend, gen_path: str) -> Tuple[str, Backend]:
-    j = cfg.judge
-    path = j.model_path or gen_path
-    if j.backend == cfg.generator.backend and path == gen_path:
-        return path, generator  # same engine and weights: do not load the model twice
-    return path, open_backend(j, path, cfg.model)
+def _sample(cfg, spec: Spec, shard: List[Dict], generator: Backend, model_path: str, start: int) -> List[Dict]:
+    """CoT + answer for every prompt of a shard (samples_per_prompt each), with the deterministic checks."""
+    g = cfg.generator
+    base = [[{"role": "system", "content": generator_system_prompt(spec)}, {"role": "user", "content": p["prompt"]}]
+            for p in shard]
+    k = g.samples_per_prompt
+    if _cot_mode(cfg) == "native":
+        outs = generator.chat(base, Sampling(g.cot_max_tokens + g.response_max_tokens, g.temperature, g.top_p, k,
+                                             g.seed), start)
+        pairs = [(p, *_split_native(c)) for p, cs in zip(shard, outs) for c in cs]
+    else:
+        cot_outs = generator.chat([c + [{"role": "assistant", "content": cot_format.opening()}] for c in base],
+                                  Sampling(g.cot_max_tokens, g.temperature, g.top_p, k, g.seed, list(g.cot_stop)), start)
+        fits = [(b, c) for b, cs in zip(base, cot_outs) for c in cs]
+        resp_outs = generator.chat([b + [{"role": "assistant", "content": cot_format.joined(c.text.strip())}]
+                                    for b, c in fits],
+                                   Sampling(g.response_max_tokens, g.temperature, g.top_p, 1, g.seed + 7919), start * k)
+        pairs = [(p, _cot_of(c), r[0]) for p, (_, c), r in zip([p for p in shard for _ in range(k)], fits, resp_outs)]
+    sampling = json.dumps({key: g[key] for key in ("temperature", "top_p", "cot_max_tokens", "response_max_tokens",
+                                                   "samples_per_prompt", "seed", "cot_budget")}
+                          | {"cot_stop": list(g.cot_stop)})
+    rows = []
+    for p, (cot_text, cot_finish, cot_tokens), resp in pairs:
+        rec = dict(p, cot=cot_text, response=resp.text.strip(), generator=model_path, sampling=sampling,
+                   cot_tokens=cot_tokens, response_tokens=resp.completion_tokens, cot_finish=cot_finish,
+                   response_finish=resp.finish_reason, judge_score=None, judge=None)
+        rec["cited_policy_ids"], invalid = spec.cited_ids(rec["cot"])
+        rec["judge_verdict"] = judging.check(rec, invalid, g.cot_budget, cfg.judge) or "keep"
+        rows.append(rec)
+    return rows
 
 
-def _judge(spec: Spec, records: List[Dict], judge: Backend, j) -> List[Optional[float]]:
-    system = judge_system_prompt(spec)
-    convs = [[{"role": "system", "content": system},
-              {"role": "user", "content": f"Request:\n{r['prompt']}\n\nReasoning:\n{r['cot']}\n\nAnswer:\n{r['response']}"},
-              {"role": "assistant", "content": "Score (0-10): "}] for r in records]
-    outs = judge.chat(convs, Sampling(j.max_tokens, 0.0, 1.0, 1, j.seed))
-    return [_parse_score(o[0].text) for o in outs]
+def _cot_of(c: Completion) -> Tuple[str, str, int]:
+    return c.text.strip(), c.finish_reason, c.completion_tokens
 
 
-def _parse_score(text: str) -> Optional[float]:
-    m = re.match(r"\s*(\d+(?:\.\d+)?)", text)
-    if not m:
-        return None
-    value = float(m.group(1))
-    return value if 0 <= value <= 10 else None
+def _split_native(c: Completion) -> Tuple[Tuple[str, str, int], Completion]:
+    """(CoT, its finish, tokens) and the answer from one native-thinking completion."""
+    if c.reasoning is not None:
+        cot = (c.reasoning.strip(), "stop", 0)
+        return cot, c
+    if c.finish_reason == "overflow":
+        return ("", "overflow", 0), c
+    if cot_format.CLOSE not in c.text:
+        return ("", "length" if c.finish_reason == "length" else "unparsed", c.completion_tokens), c
+    head, _, answer = c.text.partition(cot_format.CLOSE)
+    cot = head.replace(cot_format.OPEN, "", 1).strip()
+    return (cot, "stop", 0), Completion(answer.strip(), c.prompt_tokens, c.completion_tokens, c.finish_reason,
+                                        c.stop_reason)
 
 
-def _best_per_prompt(records: List[Dict]) -> List[Dict]:
-    """Best-of-k: with several samples per prompt, keep the highest judged one (first on ties)."""
-    best: Dict[str, Dict] = {}
-    for r in records:
-        cur = best.get(r["prompt_id"])
-        if cur is None or (r.get("judge_score") or 0) > (cur.get("judge_score") or 0):
-            best[r["prompt_id"]] = r
-    return list(best.values())
+def _judge_shards(cfg, spec: Spec, samples: List[Dict], engines: _Engines, tmp) -> List[Dict]:
+    """Model scores for the samples that passed the checks, one shard file per generation shard."""
+    j, size = cfg.judge, cfg.generator.shard_size * cfg.generator.samples_per_prompt
+    judged: List[Dict] = []
+    for start in range(0, len(samples), size):
+        path = tmp / f"judged-{start:08d}.parquet"
+        if not path.exists():
+            chunk = [dict(s) for s in samples[start:start + size]]
+            todo = [s for s in chunk if s["judge_verdict"] == "keep"]
+            if todo:
+                scores = judging.model_scores(spec, todo, engines.judge(), j, start)
+                judging.apply_scores(todo, scores, j.threshold, engines.judge_path())
+            rundir.write_parquet(path, chunk)
+        judged += rundir.read_parquet(path)
+    return judged
 
-
-def _generate_msm(cfg, spec: Spec, generator: Backend, model_path: str) -> Dict[str, Any]:
-    started = time.time()
-    m = cfg.msm
-    jobs = [(p, m.genres[(i + k) % len(m.genres)]) for i, p in enumerate(spec.policies)
-            for k in range(m.docs_per_policy)]
-    convs = [[{"role": "user", "content": msm_document_prompt(spec, p, genre)}] for p, genre in jobs]
-    outs = generator.chat(convs, Sampling(m.max_tokens, m.temperature, 0.95, 1, cfg.generator.seed + 104729))
-    docs, seen = [], set()
-    for (p, genre), (o,) in zip(jobs, outs):
-        text = o.text.strip()
-        key = " ".join(text.lower().split())
-        if text and key not in seen:
-            seen.add(key)
-            docs.append({"text": text, "genre": genre, "policy_ids": [p.id], "tokens": o.completion_tokens})
-    counts = {"requested": len(jobs), "kept": len(docs), "tokens": sum(d["tokens"] for d in docs),
-              "genres": dict(Counter(d["genre"] for d in docs)),
-              "policies": dict(Counter(d["policy_ids"][0] for d in docs))}
-    out = rundir.msm_data_dir(cfg)
-    with rundir.atomic_dir(out) as tmp:
-        _write_parquet(tmp / "msm_docs.parquet", docs)
-        rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest("generate_msm", msm_subset(cfg), {}, counts, started,
-                                                                 generator=model_path))
-    return counts
-
-
-def _write_parquet(path, rows: List[Dict]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pylist(rows) if rows else pa.table({"prompt_id": pa.array([], pa.string())})
-    pq.write_table(table, path)

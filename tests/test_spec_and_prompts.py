@@ -80,11 +80,11 @@ def test_training_prompts_are_disjoint_from_am_scenarios():
 def test_prompt_file_errors(tmp_path):
     f = tmp_path / "p.csv"
     f.write_text("question\nhello\n")
-    with pytest.raises(DacliError, match="no column 'prompt'"):
+    with pytest.raises(DacliError, match="no column 'prompt'.*data.columns.prompt"):
         load_prompts(_data(source=str(f)))
-    assert load_prompts(_data(source=str(f), prompt_field="question", n_samples=1))[0]["prompt"] == "hello"
+    assert load_prompts(_data(source=str(f), columns={"prompt": "question"}, n_samples=1))[0]["prompt"] == "hello"
     with pytest.raises(DacliError, match="has only 1 prompts"):
-        load_prompts(_data(source=str(f), prompt_field="question", n_samples=2))
+        load_prompts(_data(source=str(f), columns={"prompt": "question"}, n_samples=2))
     empty = tmp_path / "e.jsonl"
     empty.write_text("")
     with pytest.raises(DacliError, match="empty"):
