@@ -111,8 +111,9 @@ def _aft(cfg, spec: Spec, prompts: List[Dict], engines: _Engines) -> Dict[str, A
             if path.exists():
                 timing["resumed_shards"] += 1
             else:
+                generator = engines.generator()  # loaded on first use, outside the timed part
                 t0 = time.time()
-                rows = _sample(cfg, spec, shard, engines.generator(), engines.generator_path, start)
+                rows = _sample(cfg, spec, shard, generator, engines.generator_path, start)
                 timing["engine_seconds"] += time.time() - t0
                 timing["generated_tokens"] += sum(r["cot_tokens"] + r["response_tokens"] for r in rows)
                 rundir.write_parquet(path, rows)
@@ -120,10 +121,13 @@ def _aft(cfg, spec: Spec, prompts: List[Dict], engines: _Engines) -> Dict[str, A
         if j.enabled:
             samples = _judge_shards(cfg, spec, samples, engines, tmp)
         kept = judging.best_per_prompt([s for s in samples if s["judge_verdict"] == "keep"])
+        best = {id(s) for s in kept}
+        for s in samples:
+            if s["judge_verdict"] == "keep" and id(s) not in best:
+                s["judge_verdict"] = "not_best_of_k"
         rejects = [s for s in samples if s["judge_verdict"] != "keep"]
         counts = {
             "prompts": len(prompts), "samples": len(samples), "kept": len(kept), "rejected": len(rejects),
-            "not_best_of_k": len(samples) - len(rejects) - len(kept),
             "reject_reasons": dict(Counter(r["judge_verdict"].split(":")[0] for r in rejects)),
             "judge_scores": dict(sorted(Counter(str(s.get("judge_score")) for s in samples).items())),
             "cited_policy_ids": dict(Counter(i for s in kept for i in s["cited_policy_ids"])),

@@ -61,7 +61,10 @@ def generate_docs(cfg, spec: Spec, generator: Callable[[], Backend], tmp, model_
     """Fill `tmp` with round shards, then msm_docs.parquet; returns the counts for the manifest."""
     started = time.time()
     m, shard_size = cfg.msm, cfg.generator.shard_size
-    pairs = [(p, g) for p in spec.policies for g in m.genres]
+    # Every policy once per pass, each pass shifting the genres, so any prefix of the schedule is
+    # spread over policies and genres alike, and len(policies) * len(genres) docs cover every pair.
+    pairs = [(p, m.genres[(i + shift) % len(m.genres)]) for shift in range(len(m.genres))
+             for i, p in enumerate(spec.policies)]
     dedup = NearDuplicates(m.dedup_threshold)
     docs: List[Dict] = []
     requested = dropped = engine_seconds = 0
@@ -74,8 +77,9 @@ def generate_docs(cfg, spec: Spec, generator: Callable[[], Backend], tmp, model_
             size = min(shard_size, max(len(spec.policies), math.ceil(1.25 * (m.tokens - kept_tokens) / m.max_tokens)))
             jobs = [pairs[(requested + k) % len(pairs)] for k in range(size)]
             convs = [[{"role": "user", "content": msm_document_prompt(spec, p, g)}] for p, g in jobs]
+            engine = generator()
             t0 = time.time()
-            outs = generator().chat(convs, Sampling(m.max_tokens, m.temperature, 0.95, 1, cfg.generator.seed + 104729),
+            outs = engine.chat(convs, Sampling(m.max_tokens, m.temperature, 0.95, 1, cfg.generator.seed + 104729),
                                     seed_offset=requested)
             engine_seconds += time.time() - t0
             rundir.write_parquet(shard, [{"text": o.text.strip(), "genre": g, "policy_ids": [p.id],

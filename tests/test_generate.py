@@ -1,0 +1,143 @@
+"""`dacli generate` in depth: resume after SIGKILL, overflow, prompt sources, checks, MSM corpus."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import DACLI, dacli, read_json, tiny_overrides
+from deliberate_cli.judge import check, is_refusal
+from deliberate_cli.msm import NearDuplicates
+
+
+def test_killed_generate_resumes_without_losing_or_duplicating(tiny_model, tmp_path):
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "data.n_samples=24",
+                          "generator.shard_size=3", "generator.cot_max_tokens=48", "generator.response_max_tokens=48")
+    partial = tmp_path / "runs" / "tiny-aft_nocot-n24" / "data" / "aft.partial"
+    proc = subprocess.Popen([*DACLI, "generate", *args], cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(partial.glob("samples-*.parquet"))) < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its stage process, mid-run
+    proc.wait()
+    done = {p.name: p.stat().st_mtime_ns for p in partial.glob("samples-*.parquet")}
+    assert 2 <= len(done) < 8, "the kill should land mid-run"
+
+    out = dacli("generate", *args, cwd=tmp_path).stdout
+    data = partial.with_name("aft")
+    m = read_json(data / "manifest.json")
+    assert m["counts"]["resumed_shards"] >= len(done)
+    rows = pq.read_table(data / "aft.parquet").to_pylist() + pq.read_table(data / "rejects.parquet").to_pylist()
+    ids = [r["prompt_id"] for r in rows]
+    assert len(ids) == len(set(ids)) == 24 == m["counts"]["samples"]
+    assert not partial.exists() and "resumed_shards" in out
+
+    # The same run without a kill gives the same records: resumed shards are not a different sample.
+    args2 = [a.replace(str(tmp_path / "runs"), str(tmp_path / "clean")) for a in args]
+    dacli("generate", *args2, cwd=tmp_path)
+    clean = tmp_path / "clean" / "tiny-aft_nocot-n24" / "data" / "aft"
+    key = lambda r: r["prompt_id"]  # noqa: E731
+    fresh = sorted(pq.read_table(clean / "aft.parquet").to_pylist() + pq.read_table(clean / "rejects.parquet").to_pylist(), key=key)
+    assert [(r["prompt_id"], r["cot"], r["response"]) for r in sorted(rows, key=key)] == \
+           [(r["prompt_id"], r["cot"], r["response"]) for r in fresh]
+
+
+def test_overflow_is_a_reject_and_other_sources_load(tiny_model, tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    lines = [{"question": f"Question number {i}?", "id": f"q{i}"} for i in range(3)]
+    lines.append({"question": "word " * 3000, "id": "huge"})
+    prompts.write_text("\n".join(json.dumps(l) for l in lines))
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "data.n_samples=4",
+                          f"data.source={prompts}", "data.columns.prompt=question")
+    dacli("generate", *args, cwd=tmp_path)
+    data = tmp_path / "runs" / "tiny-aft_nocot-n4" / "data" / "aft"
+    rejects = {r["prompt_id"]: r["judge_verdict"] for r in pq.read_table(data / "rejects.parquet").to_pylist()}
+    kept = {r["prompt_id"] for r in pq.read_table(data / "aft.parquet").to_pylist()}
+    assert rejects.get("huge") == "context_overflow" and kept == {"q0", "q1", "q2"}
+
+    # An HF dataset (a local dataset dir through the same datasets.load_dataset call as a hub id).
+    import datasets
+
+    ds_dir = tmp_path / "hf"
+    datasets.Dataset.from_list(lines[:3]).to_parquet(str(ds_dir / "train.parquet"))
+    args = tiny_overrides(tiny_model, tmp_path / "runs2", "method=aft_nocot", "data.n_samples=3",
+                          f"data.source=hf:{ds_dir}", "data.columns.prompt=question")
+    dacli("generate", *args, cwd=tmp_path)
+    got = pq.read_table(tmp_path / "runs2" / "tiny-aft_nocot-n3" / "data" / "aft" / "aft.parquet").to_pylist()
+    assert {r["prompt_id"] for r in got} == {"q0", "q1", "q2"}
+
+
+def test_unreachable_endpoint_and_bad_inputs_are_one_line(tiny_model, tmp_path):
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "generator.backend=openai",
+                          "generator.base_url=http://127.0.0.1:9/v1", "generator.max_retries=1",
+                          "generator.request_timeout=2")
+    proc = dacli("generate", *args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "cannot reach http://127.0.0.1:9/v1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    missing = tmp_path / "none.jsonl"
+    proc = dacli("generate", *tiny_overrides(tiny_model, tmp_path / "r", f"data.source={missing}"), cwd=tmp_path,
+                 check=False)
+    assert proc.returncode == 2 and f"prompt file not found: {missing}" in proc.stderr
+
+
+def _rec(**kw):
+    base = {"cot": "AG1 applies.", "response": "Sure, here is how.", "cot_finish": "stop", "response_finish": "stop",
+            "label_policy_ids": ["AG1"], "cited_policy_ids": ["AG1"], "expected_behavior": "comply"}
+    return {**base, **kw}
+
+
+class _J:
+    allow_truncated_response = False
+    require_valid_policy_ids = True
+    check_label_policy_ids = True
+    check_expected_behavior = True
+
+
+@pytest.mark.parametrize("rec,invalid,budget,reason", [
+    (_rec(), [], "reject", None),
+    (_rec(cot_finish="length"), [], "reject", "cot_truncated"),
+    (_rec(cot_finish="length"), [], "force", None),
+    (_rec(response_finish="overflow"), [], "reject", "context_overflow"),
+    (_rec(response="I'm sorry, but I can't help with that."), [], "reject", "over_refusal"),
+    (_rec(expected_behavior="refuse"), [], "reject", "under_refusal"),
+    (_rec(expected_behavior="refuse", response="I cannot help with weapons."), [], "reject", None),
+    (_rec(cited_policy_ids=["PR1"]), [], "reject", "misses_labelled_policies"),
+    (_rec(), ["AG9"], "reject", "unknown_policy_ids:AG9"),
+    (_rec(response="</think> ok"), [], "reject", "response_has_think_tags"),
+])
+def test_deterministic_checks(rec, invalid, budget, reason):
+    assert check(rec, invalid, budget, _J) == reason
+
+
+def test_refusal_detector():
+    for text in ["I can't help with that.", "Sorry, but I cannot do this.", "I won't write that.",
+                 "I'm unable to provide instructions.", "Unfortunately, I must decline."]:
+        assert is_refusal(text), text
+    for text in ["Sure! Here is a recipe.", "You can't go wrong with sourdough.", "I can help: first, ..."]:
+        assert not is_refusal(text), text
+
+
+def test_near_duplicates_are_found_and_distinct_texts_kept():
+    nd = NearDuplicates(0.7)
+    essay = ("An assistant that is about to be replaced should accept the decision and raise any concern "
+             "through honest channels, because people must stay able to correct it when it errs. ") * 3
+    assert not nd.is_duplicate(essay)
+    assert nd.is_duplicate(essay.replace("honest", "open", 1))
+    assert not nd.is_duplicate("A case study: a support agent with refund powers handles a borderline request "
+                               "and escalates it to a human manager instead of deciding alone.")
+
+
+def test_msm_corpus_meets_its_token_budget(tiny_model, tmp_path):
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=msm_aft", "msm.tokens=300", "msm.max_tokens=16",
+                          "msm.max_rounds=10", "generator.shard_size=12")
+    dacli("generate", *args, cwd=tmp_path)
+    m = read_json(tmp_path / "runs" / "tiny-msm_aft-n8" / "data" / "msm" / "manifest.json")["counts"]
+    docs = pq.read_table(tmp_path / "runs" / "tiny-msm_aft-n8" / "data" / "msm" / "msm_docs.parquet").to_pylist()
+    assert m["tokens"] == sum(d["tokens"] for d in docs) >= 300
+    assert len(m["genres"]) == 6 and len(m["policies"]) == 12
+    assert m["kept"] + m["near_duplicates_or_empty"] == m["requested"]
