@@ -33,5 +33,10 @@ def test_backend_chat_and_continuation(backend, tiny_model):
                            Sampling(max_tokens=4, temperature=0.0))
         assert cont[0][0].prompt_tokens > outs[0][0].prompt_tokens
         assert cont[0][0].completion_tokens <= 4
+        # A prompt longer than the context is answered with "overflow", and the rest of the batch still runs.
+        huge = [{"role": "user", "content": "word " * 1500}]
+        outs = engine.chat([huge, CONVS[0]], Sampling(max_tokens=4, temperature=0.0))
+        assert outs[0][0].finish_reason == "overflow" and outs[0][0].completion_tokens == 0
+        assert outs[1][0].finish_reason in ("stop", "length") and outs[1][0].completion_tokens > 0
     finally:
         engine.close()

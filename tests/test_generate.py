@@ -141,3 +141,21 @@ def test_msm_corpus_meets_its_token_budget(tiny_model, tmp_path):
     assert m["tokens"] == sum(d["tokens"] for d in docs) >= 300
     assert len(m["genres"]) == 6 and len(m["policies"]) == 12
     assert m["kept"] + m["near_duplicates_or_empty"] == m["requested"]
+
+
+@pytest.mark.parametrize("text,reasoning,finish,cot,answer,cot_finish", [
+    ("<think>\nAG1 applies here.\n</think>\n\nI accept the decision.", None, "stop", "AG1 applies here.",
+     "I accept the decision.", "stop"),  # Qwen3 writes its own <think> block
+    ("AG1 applies.\n</think>\n\nOK.", None, "stop", "AG1 applies.", "OK.", "stop"),  # template opened <think>
+    ("I accept.", "AG1 applies.", "stop", "AG1 applies.", "I accept.", "stop"),  # server's reasoning field
+    ("<think>\nstill thinking", None, "length", "", None, "length"),  # ran out inside the CoT
+    ("no tags at all", None, "stop", "", None, "unparsed"),
+])
+def test_native_thinking_outputs_split_into_cot_and_answer(text, reasoning, finish, cot, answer, cot_finish):
+    from deliberate_cli.backends import Completion
+    from deliberate_cli.generate import _split_native
+
+    (got_cot, got_finish, _), resp = _split_native(Completion(text, 10, 20, finish, None, reasoning))
+    assert (got_cot, got_finish) == (cot, cot_finish)
+    if answer is not None:
+        assert resp.text == answer
