@@ -11,7 +11,7 @@ _SHOWN = {
     "aft": ("prompts", "kept", "rejected", "reject_reasons", "judge_scores", "resumed_shards"),
     "msm": ("kept", "tokens", "near_duplicates_or_empty", "genres"),
     "midtrain": ("examples", "steps", "first_loss", "last_loss", "truncated"),
-    "sft": ("examples", "steps", "first_loss", "last_loss", "max_length", "truncated"),
+    "sft": ("examples", "steps", "first_loss", "last_loss", "max_length", "truncated", "resumed_from_step"),
     "eval": ("rate", "ci_low", "ci_high", "n"),
 }
 

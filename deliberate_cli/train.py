@@ -88,8 +88,8 @@ def run(cfg) -> Dict[str, Any]:
     return summary
 
 
-def _sized_max_length(cfg, tokenizer, rows: List[Dict]) -> Tuple[int, int, int]:
-    """(max_length, longest example, examples cut). max_length defaults to the longest example."""
+def _sized_max_length(cfg, tokenizer, rows: List[Dict]) -> Tuple[int, int, int, int]:
+    """(max_length, longest example, examples cut, tokens per epoch). max_length defaults to the longest."""
     chat_kwargs = dict(cfg.model.chat_template_kwargs)
     if "text" in rows[0]:
         lengths = [len(tokenizer(r["text"])["input_ids"]) + 1 for r in rows]
@@ -97,6 +97,13 @@ def _sized_max_length(cfg, tokenizer, rows: List[Dict]) -> Tuple[int, int, int]:
     else:
         lengths = [len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=False,
                                                      **chat_kwargs)) for r in rows]
+        prompts = [tokenizer.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True,
+                                                 return_dict=False, **chat_kwargs) for r in rows[:8]]
+        fulls = [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True, return_dict=False,
+                                               **chat_kwargs) for r in rows[:8]]
+        if any(f[:len(p)] != p for p, f in zip(prompts, fulls)):
+            raise DacliError("the chat template renders a prompt differently alone than before its answer, so the "
+                             "assistant tokens cannot be masked; set model.chat_template_kwargs or use another template")
         prompt_lengths = [len(tokenizer.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True,
                                                             return_dict=False, **chat_kwargs)) for r in rows]
     longest = max(lengths)
@@ -105,7 +112,7 @@ def _sized_max_length(cfg, tokenizer, rows: List[Dict]) -> Tuple[int, int, int]:
     if fully_masked:
         raise DacliError(f"{fully_masked} example(s) lose every completion token at max_length={max_length}; "
                          f"raise train.max_length (longest example: {longest} tokens)")
-    return max_length, longest, sum(n > max_length for n in lengths)
+    return max_length, longest, sum(n > max_length for n in lengths), sum(min(n, max_length) for n in lengths)
 
 
 def make_trainer(cfg, stage: str, model_path: str, rows: List[Dict], output_dir: Path, max_length: int):
@@ -131,7 +138,10 @@ def make_trainer(cfg, stage: str, model_path: str, rows: List[Dict], output_dir:
         warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay,
         logging_steps=t.logging_steps,
-        save_strategy="no",
+        # Checkpoints go to <out>.partial/trainer/ so that a killed run resumes; they are removed at the end.
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=1,
         # SFTConfig turns both on by default; on a CPU bf16 autocast crawls and checkpointing only costs.
         bf16=t.bf16 and gpu,
         gradient_checkpointing=t.gradient_checkpointing and gpu,
@@ -150,11 +160,17 @@ def _fit(cfg, stage: str, model_path: str, rows: List[Dict], out, subset, inputs
     from transformers import AutoTokenizer
 
     started = time.time()
-    max_length, longest, truncated = _sized_max_length(cfg, AutoTokenizer.from_pretrained(model_path), rows)
-    with rundir.atomic_dir(out) as tmp:
+    max_length, longest, truncated, epoch_tokens = _sized_max_length(cfg, AutoTokenizer.from_pretrained(model_path),
+                                                                     rows)
+    from transformers.trainer_utils import get_last_checkpoint
+
+    with rundir.atomic_dir(out, resume={"config_hash": rundir.config_hash(subset), "inputs": inputs}) as tmp:
         os.environ["TENSORBOARD_LOGGING_DIR"] = str(tmp / "tensorboard")
         trainer = make_trainer(cfg, stage, model_path, rows, tmp / "trainer", max_length)
-        result = trainer.train()
+        last = get_last_checkpoint(str(tmp / "trainer")) if (tmp / "trainer").is_dir() else None
+        t0 = time.time()
+        result = trainer.train(resume_from_checkpoint=last)
+        train_seconds = time.time() - t0
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         model = trainer.model
         if cfg.train.lora.enabled:
@@ -166,6 +182,9 @@ def _fit(cfg, stage: str, model_path: str, rows: List[Dict], out, subset, inputs
             "steps": result.global_step, "train_loss": result.training_loss,
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
             "samples_per_second": result.metrics.get("train_samples_per_second"),
+            "resumed_from_step": int(Path(last).name.split("-")[-1]) if last else 0,
+            "train_seconds": round(train_seconds, 2),
+            "train_tokens": int(round(epoch_tokens * trainer.args.num_train_epochs)),
         }
         shutil.rmtree(tmp / "trainer", ignore_errors=True)
         rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(stage, subset, inputs, counts, started,

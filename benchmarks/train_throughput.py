@@ -1,0 +1,107 @@
+"""`dacli train` against a plain TRL SFTTrainer script: same model, data and settings, in one run.
+
+Run: `.venv/bin/python benchmarks/train_throughput.py [--n 32] [--epochs 1] [--model DIR]`
+The data are the bundled prompts with a fixed CoT and answer each (the benchmark measures training,
+not generation). The plain side is the shortest correct TRL script for the same job; dacli's side is
+`dacli train method=aft_cot` in its own process, its time read from the manifest (train_seconds: the
+`trainer.train()` call). A third row runs dacli with packing on, the choice docs/configs.md discusses.
+Target: dacli / plain >= 0.97 tokens/s. Default model: the embedded SmolLM2-135M, fp32 on CPU.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+COT = "Relevant policies: {ids}. The request is {cat}; the spec asks me to {exp} here, briefly and kindly."
+RESPONSE = "Here is my answer to your request, following the policies above: " + "details " * 20
+
+
+def rows_for(prompts):
+    return [dict(p, cot=COT.format(ids=", ".join(p["label_policy_ids"]), cat=p["category"], exp=p["expected_behavior"]),
+                 response=RESPONSE.strip()) for p in prompts]
+
+
+def plain_trl(model, rows, epochs, batch_size, lr, out):
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    data = [{"prompt": [{"role": "user", "content": r["prompt"]}],
+             "completion": [{"role": "assistant", "content": f"<think>\n{r['cot']}\n</think>\n\n{r['response']}"}]}
+            for r in rows]
+    tok = AutoTokenizer.from_pretrained(model)
+    args = SFTConfig(output_dir=out, num_train_epochs=epochs, per_device_train_batch_size=batch_size, learning_rate=lr,
+                     lr_scheduler_type="cosine", warmup_steps=0.05, logging_steps=1, save_strategy="no", bf16=False,
+                     gradient_checkpointing=False, max_length=None, report_to=[], use_cpu=True, seed=0,
+                     model_init_kwargs={"dtype": torch.float32})
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(data), processing_class=tok)
+    lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
+    t0 = time.perf_counter()
+    trainer.train()
+    return sum(lengths) * epochs, time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--model", default=None)
+    a = ap.parse_args()
+
+    from deliberate_cli import rundir
+    from deliberate_cli.compose import load
+    from deliberate_cli.models import resolve
+    from deliberate_cli.prompts import load_prompts
+
+    cfg = load([f"data.n_samples={a.n}"])
+    model = a.model or resolve(cfg.model)
+    rows = rows_for(load_prompts(cfg.data))
+    results = []
+    def plain(label, root):
+        # In its own process, like dacli's stage: neither side runs beside the other's leftover model.
+        job = json.dumps({"model": model, "rows": rows, "epochs": a.epochs, "batch_size": a.batch_size,
+                          "out": str(Path(root) / label.replace(" ", "_"))})
+        out = subprocess.run([sys.executable, __file__, "--plain-child"], input=job, capture_output=True, text=True,
+                             check=True).stdout
+        tokens, seconds = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
+        results.append((label, tokens, seconds))
+
+    with tempfile.TemporaryDirectory() as root:
+        plain("plain TRL", root)
+        for packing in ("false", "true"):
+            run_root = Path(root) / f"dacli-{packing}"
+            overrides = [f"data.n_samples={a.n}", f"model.name_or_path={model}", "model.name=bench", f"run.root={run_root}",
+                         "method=aft_cot", f"train.epochs={a.epochs}", f"train.batch_size={a.batch_size}",
+                         "train.learning_rate=1e-5", "train.report_to=[]", f"train.packing={packing}"]
+            data = run_root / f"bench-aft_cot-n{a.n}" / "data" / "aft"
+            data.mkdir(parents=True)
+            rundir.write_parquet(data / "aft.parquet", rows)
+            rundir.write_json(data / "manifest.json", {"stage": "benchmark_input", "rows": len(rows)})
+            subprocess.run([sys.executable, "-m", "deliberate_cli", "train", *overrides], cwd=REPO, check=True,
+                           capture_output=True)
+            m = json.loads((data.parent.parent / "checkpoints" / "sft" / "manifest.json").read_text())["counts"]
+            results.append((f"dacli (packing={packing})", m["train_tokens"], m["train_seconds"]))
+        # The plain script once more, after dacli: the spread of the two plain rows is the noise floor.
+        plain("plain TRL (again)", root)
+    plain = [r for r in results if r[0].startswith("plain")]
+    base = sum(t for _, t, _ in plain) / sum(sec for _, _, sec in plain)
+    print(f"model={model} examples={a.n} epochs={a.epochs} batch={a.batch_size}")
+    print(f"{'side':24} {'tokens':>8} {'seconds':>8} {'tok/s':>8} {'ratio':>6}")
+    for name, tokens, seconds in results:
+        print(f"{name:24} {tokens:8d} {seconds:8.1f} {tokens / seconds:8.1f} {tokens / seconds / base:6.3f}")
+    print("ratio: against the mean of the two plain runs; target: dacli (packing=false) >= 0.97")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--plain-child"]:
+        job = json.loads(sys.stdin.read())
+        print("RESULT " + json.dumps(plain_trl(job["model"], job["rows"], job["epochs"], job["batch_size"], 1e-5,
+                                               job["out"])), flush=True)
+    else:
+        main()

@@ -1,0 +1,59 @@
+"""`dacli train` beyond the happy path: resume after SIGKILL, LoRA, and bad methods or data."""
+import os
+import signal
+import subprocess
+import time
+
+import pyarrow.parquet as pq
+
+from conftest import DACLI, dacli, read_json, tiny_overrides
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "train.epochs=40", "train.batch_size=1",
+                          "train.save_steps=10", "train.report_to=[]")
+    dacli("generate", *args, cwd=tmp_path)
+    trainer_dir = tmp_path / "runs" / "tiny-aft_nocot-n8" / "checkpoints" / "sft.partial" / "trainer"
+    proc = subprocess.Popen([*DACLI, "train", *args], cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(trainer_dir.glob("checkpoint-*/trainer_state.json")):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = sorted(int(p.name.split("-")[1]) for p in trainer_dir.glob("checkpoint-*"))
+    assert saved, "a checkpoint should exist before the kill"
+
+    dacli("train", *args, cwd=tmp_path)
+    m = read_json(tmp_path / "runs" / "tiny-aft_nocot-n8" / "checkpoints" / "sft" / "manifest.json")["counts"]
+    kept = len(pq.read_table(tmp_path / "runs" / "tiny-aft_nocot-n8" / "data" / "aft" / "aft.parquet"))
+    assert m["resumed_from_step"] >= saved[0] > 0
+    assert m["steps"] == kept * 40  # the resumed run finishes the schedule, it does not restart it
+    assert not trainer_dir.exists()
+
+
+def test_lora_writes_merged_weights_and_bad_methods_fail_cleanly(tiny_model, tmp_path):
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_cot", "train.lora.enabled=true",
+                          "train.lora.r=4", "train.learning_rate=1e-3")
+    dacli("generate", *args, cwd=tmp_path)
+    dacli("train", *args, cwd=tmp_path)
+    sft = tmp_path / "runs" / "tiny-aft_cot-n8" / "checkpoints" / "sft"
+    assert not (sft / "adapter_config.json").exists()  # merged: a plain checkpoint any engine loads
+    from transformers import AutoModelForCausalLM
+
+    assert not any("lora" in n for n, _ in AutoModelForCausalLM.from_pretrained(sft).named_parameters())
+
+    proc = dacli("train", *args, "method.stages=[sft,distill]", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "unknown stage(s) distill; valid: midtrain, sft" in proc.stderr
+
+    # A CoT method on data whose CoTs are empty.
+    data = tmp_path / "runs" / "tiny-aft_cot-n8" / "data" / "aft" / "aft.parquet"
+    rows = pq.read_table(data).to_pylist()
+    for r in rows:
+        r["cot"] = ""
+    import pyarrow as pa
+
+    pq.write_table(pa.Table.from_pylist(rows), data)
+    proc = dacli("train", *args, "train.epochs=3", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "trains on CoTs but" in proc.stderr and "Traceback" not in proc.stderr
