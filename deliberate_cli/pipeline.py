@@ -75,7 +75,8 @@ def run_stage(stage: str, config_path: str) -> Dict[str, Any]:
     cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(config_path))
     module, func = STAGES[stage].split(":")
     result = getattr(importlib.import_module(module), func)(cfg)
-    write_json(Path(cfg.run.dir) / ".summaries" / f"{stage}.json", result)
+    if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, one summary, from rank 0
+        write_json(Path(cfg.run.dir) / ".summaries" / f"{stage}.json", result)
     return result
 
 

@@ -156,40 +156,59 @@ def make_trainer(cfg, stage: str, model_path: str, rows: List[Dict], output_dir:
                       processing_class=tokenizer, peft_config=_peft_config(t.lora))
 
 
+def _is_main() -> bool:
+    """Rank 0 of an `accelerate launch` / torchrun job, or the only process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _fit(cfg, stage: str, model_path: str, rows: List[Dict], out, subset, inputs) -> Dict[str, Any]:
     from transformers import AutoTokenizer
 
     started = time.time()
-    max_length, longest, truncated, epoch_tokens = _sized_max_length(cfg, AutoTokenizer.from_pretrained(model_path),
-                                                                     rows)
+    sizes = _sized_max_length(cfg, AutoTokenizer.from_pretrained(model_path), rows)
+    resume = {"config_hash": rundir.config_hash(subset), "inputs": inputs}
+    if not _is_main():
+        # Other ranks train into the same partial dir; rank 0 alone creates, finalises and renames it.
+        return _train_into(cfg, stage, model_path, rows, out.with_name(out.name + ".partial"), sizes, main=False)
+    with rundir.atomic_dir(out, resume=resume) as tmp:
+        counts = _train_into(cfg, stage, model_path, rows, tmp, sizes, main=True)
+        rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(stage, subset, inputs, counts, started,
+                                                                 base_model=model_path,
+                                                                 loss_history=counts.pop("loss_history")))
+    return counts
+
+
+def _train_into(cfg, stage: str, model_path: str, rows: List[Dict], tmp: Path, sizes, main: bool) -> Dict[str, Any]:
     from transformers.trainer_utils import get_last_checkpoint
 
-    with rundir.atomic_dir(out, resume={"config_hash": rundir.config_hash(subset), "inputs": inputs}) as tmp:
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(tmp / "tensorboard")
-        trainer = make_trainer(cfg, stage, model_path, rows, tmp / "trainer", max_length)
-        last = get_last_checkpoint(str(tmp / "trainer")) if (tmp / "trainer").is_dir() else None
-        t0 = time.time()
-        result = trainer.train(resume_from_checkpoint=last)
-        train_seconds = time.time() - t0
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        model = trainer.model
-        if cfg.train.lora.enabled:
-            model = model.merge_and_unload()
-        model.save_pretrained(tmp)
-        trainer.processing_class.save_pretrained(tmp)
-        counts = {
-            "examples": len(rows), "max_length": max_length, "longest_example": longest, "truncated": truncated,
-            "steps": result.global_step, "train_loss": result.training_loss,
-            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-            "samples_per_second": result.metrics.get("train_samples_per_second"),
-            "resumed_from_step": int(Path(last).name.split("-")[-1]) if last else 0,
-            "train_seconds": round(train_seconds, 2),
-            "train_tokens": int(round(epoch_tokens * trainer.args.num_train_epochs)),
-        }
-        shutil.rmtree(tmp / "trainer", ignore_errors=True)
-        rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(stage, subset, inputs, counts, started,
-                                                                 base_model=model_path, loss_history=losses))
-    return counts
+    max_length, longest, truncated, epoch_tokens = sizes
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(tmp / "tensorboard")
+    trainer = make_trainer(cfg, stage, model_path, rows, tmp / "trainer", max_length)
+    last = get_last_checkpoint(str(tmp / "trainer")) if (tmp / "trainer").is_dir() else None
+    t0 = time.time()
+    result = trainer.train(resume_from_checkpoint=last)
+    train_seconds = time.time() - t0
+    if cfg.train.lora.enabled:
+        if main:
+            trainer.model.merge_and_unload().save_pretrained(tmp)
+            trainer.processing_class.save_pretrained(tmp)
+    else:
+        trainer.save_model(str(tmp))  # collective under FSDP/ZeRO-3; rank 0 writes model + tokenizer
+    if not main:
+        return {}
+    (tmp / "training_args.bin").unlink(missing_ok=True)
+    shutil.rmtree(tmp / "trainer", ignore_errors=True)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {
+        "examples": len(rows), "max_length": max_length, "longest_example": longest, "truncated": truncated,
+        "steps": result.global_step, "train_loss": result.training_loss,
+        "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+        "samples_per_second": result.metrics.get("train_samples_per_second"),
+        "resumed_from_step": int(Path(last).name.split("-")[-1]) if last else 0,
+        "train_seconds": round(train_seconds, 2),
+        "train_tokens": int(round(epoch_tokens * trainer.args.num_train_epochs)),
+        "loss_history": losses,
+    }
 
 
 def _peft_config(lora) -> Optional[Any]:
