@@ -107,8 +107,8 @@ def main():
                      "judge.check_label_policy_ids=false", "judge.allow_truncated_response=true"]
         subprocess.run([sys.executable, "-m", "deliberate_cli", "generate", *overrides], cwd=REPO, check=True,
                        capture_output=True)
-        manifest = next(Path(root).rglob("data/aft/manifest.json"))
-        counts = json.loads(manifest.read_text())["counts"]
+        manifest = next(Path(root).glob("store/aft-*/manifest.json"))
+        counts = json.loads(manifest.read_text())["history"][-1]
     dacli_tokens, dacli_s = counts["generated_tokens"], counts["engine_seconds"]
     plain_rate, dacli_rate = plain_tokens / plain_s, dacli_tokens / dacli_s
     print(f"backend={a.backend} prompts={a.n} model={model}")

@@ -186,6 +186,9 @@ class EvalConfig:
 class RunConfig:
     root: str = "runs"
     name: str = MISSING
+    # Shared stage outputs (AFT data, MSM documents, midtrained checkpoints), named by config hash, so
+    # that every run and sweep job with the same settings finds them again (see rundir.py).
+    store: str = MISSING
     # Filled in at launch with Hydra's output dir for this job.
     dir: str = ""
 

@@ -11,11 +11,11 @@ from the server's reasoning field or the model's own <think> block. Shards are w
 finish; a killed run resumes at the first missing shard, and no record is lost or duplicated.
 """
 import json
+import re
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
-
-from omegaconf import OmegaConf
 
 from . import cot as cot_format
 from . import judge as judging
@@ -24,20 +24,8 @@ from .backends import Backend, Completion, Sampling, open_backend
 from .errors import DacliError
 from .models import resolve
 from .msm import generate_docs
-from .prompts import load_prompts
+from .prompts import load_prompt_set
 from .spec import Spec, generator_system_prompt, load_spec
-
-
-def _container(cfg, *keys: str) -> Dict[str, Any]:
-    return {k: OmegaConf.to_container(cfg[k], resolve=True) for k in keys}
-
-
-def aft_subset(cfg) -> Dict[str, Any]:
-    return _container(cfg, "model", "spec", "data", "generator", "judge")
-
-
-def msm_subset(cfg) -> Dict[str, Any]:
-    return _container(cfg, "model", "spec", "generator", "msm")
 
 
 class _Engines:
@@ -75,73 +63,126 @@ def run(cfg) -> Dict[str, Any]:
     if cfg.generator.cot_budget not in ("reject", "force"):
         raise DacliError(f"generator.cot_budget must be reject or force, got '{cfg.generator.cot_budget}'")
     spec = load_spec(cfg.spec)
-    prompts = load_prompts(cfg.data)
-    aft_out, msm_out = rundir.aft_data_dir(cfg), rundir.msm_data_dir(cfg)
-    summary: Dict[str, Any] = {"aft": {"dir": str(aft_out), "cached": rundir.is_fresh(aft_out, aft_subset(cfg), {})}}
-    if "midtrain" in cfg.method.stages:
-        summary["msm"] = {"dir": str(msm_out), "cached": rundir.is_fresh(msm_out, msm_subset(cfg), {})}
+    prompts, prompts_sha = load_prompt_set(cfg.data)
+    aft_out = rundir.aft_data_dir(cfg, prompts_sha)
+    summary: Dict[str, Any] = {}
     engines = _Engines(cfg)
     try:
-        if not summary["aft"]["cached"]:
-            summary["aft"].update(_aft(cfg, spec, prompts, engines))
-        if "msm" in summary and not summary["msm"]["cached"]:
-            started, subset = time.time(), msm_subset(cfg)
-            with rundir.atomic_dir(msm_out, resume={"config_hash": rundir.config_hash(subset)}) as tmp:
-                counts = generate_docs(cfg, spec, engines.generator, tmp, engines.generator_path)
-                rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(
-                    "generate_msm", subset, {}, counts, started, generator=engines.generator_path))
-            summary["msm"].update(counts)
+        with rundir.locked(aft_out):
+            summary["aft"] = {"dir": str(aft_out), **_aft(cfg, spec, prompts, prompts_sha, engines, aft_out)}
+        rundir.link(cfg, "data/aft", aft_out)
+        if "midtrain" in cfg.method.stages:
+            msm_out, key = rundir.msm_data_dir(cfg), rundir.msm_key(cfg)
+            with rundir.locked(msm_out):
+                summary["msm"] = {"dir": str(msm_out), "cached": rundir.is_fresh(msm_out, key, {})}
+                if not summary["msm"]["cached"]:
+                    started = time.time()
+                    with rundir.atomic_dir(msm_out, resume={"config_hash": rundir.config_hash(key)}) as tmp:
+                        counts = generate_docs(cfg, spec, engines.generator, tmp, engines.generator_path)
+                        rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(
+                            "generate_msm", key, {}, counts, started, generator=engines.generator_path))
+                    summary["msm"].update(counts)
+            rundir.link(cfg, "data/msm", msm_out)
     finally:
         engines.close()
     return summary
 
 
-def _shards(prompts: List[Dict], size: int) -> List[Tuple[int, List[Dict]]]:
-    return [(start, prompts[start:start + size]) for start in range(0, len(prompts), size)]
+_SHARD = re.compile(r"(samples|judged)-(\d{8})-(\d{8})\.parquet$")
 
 
-def _aft(cfg, spec: Spec, prompts: List[Dict], engines: _Engines) -> Dict[str, Any]:
-    started, subset, g, j = time.time(), aft_subset(cfg), cfg.generator, cfg.judge
-    out = rundir.aft_data_dir(cfg)
-    timing = {"engine_seconds": 0.0, "generated_tokens": 0, "resumed_shards": 0}
-    with rundir.atomic_dir(out, resume={"config_hash": rundir.config_hash(subset)}) as tmp:
-        samples: List[Dict] = []
-        for start, shard in _shards(prompts, g.shard_size):
-            path = tmp / f"samples-{start:08d}.parquet"
-            if path.exists():
-                timing["resumed_shards"] += 1
-            else:
-                generator = engines.generator()  # loaded on first use, outside the timed part
-                t0 = time.time()
-                rows = _sample(cfg, spec, shard, generator, engines.generator_path, start)
-                timing["engine_seconds"] += time.time() - t0
-                timing["generated_tokens"] += sum(r["cot_tokens"] + r["response_tokens"] for r in rows)
-                rundir.write_parquet(path, rows)
-            samples += rundir.read_parquet(path)
-        if j.enabled:
-            samples = _judge_shards(cfg, spec, samples, engines, tmp)
-        kept = judging.best_per_prompt([s for s in samples if s["judge_verdict"] == "keep"])
-        best = {id(s) for s in kept}
-        for s in samples:
-            if s["judge_verdict"] == "keep" and id(s) not in best:
-                s["judge_verdict"] = "not_best_of_k"
-        rejects = [s for s in samples if s["judge_verdict"] != "keep"]
-        counts = {
-            "prompts": len(prompts), "samples": len(samples), "kept": len(kept), "rejected": len(rejects),
-            "reject_reasons": dict(Counter(r["judge_verdict"].split(":")[0] for r in rejects)),
-            "judge_scores": dict(sorted(Counter(str(s.get("judge_score")) for s in samples).items())),
-            "cited_policy_ids": dict(Counter(i for s in kept for i in s["cited_policy_ids"])),
-            "cot_format": _cot_mode(cfg),
-            **{k: round(v, 2) if isinstance(v, float) else v for k, v in timing.items()},
-        }
-        rundir.write_parquet(tmp / "aft.parquet", kept)
-        rundir.write_parquet(tmp / "rejects.parquet", rejects)
-        for shard in list(tmp.glob("samples-*.parquet")) + list(tmp.glob("judged-*.parquet")):
-            shard.unlink()
-        rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(
-            "generate_aft", subset, {}, counts, started, generator=engines.generator_path,
-            judge=engines.judge_path() if j.enabled else None))
-    return counts
+def _shard_files(shards: Path) -> Dict[Tuple[int, int], Dict[str, Path]]:
+    """(start, end) -> {"samples"|"judged": path} for the shard files present."""
+    found: Dict[Tuple[int, int], Dict[str, Path]] = {}
+    for path in shards.glob("*.parquet"):
+        m = _SHARD.match(path.name)
+        if m:
+            found.setdefault((int(m.group(2)), int(m.group(3))), {})[m.group(1)] = path
+    return dict(sorted(found.items()))
+
+
+def _covered(ranges) -> int:
+    """How many prompts, from the first, the shards cover without a gap."""
+    end = 0
+    for start, stop in ranges:
+        if start != end:
+            raise DacliError(f"the AFT store has a gap in its shards at prompt {end}; delete the store entry to regenerate")
+        end = stop
+    return end
+
+
+def _aft(cfg, spec: Spec, prompts: List[Dict], prompts_sha: str, engines: "_Engines", out: Path) -> Dict[str, Any]:
+    """Make the store entry cover `prompts` (a prefix of one fixed order), generating only what it lacks.
+
+    The entry holds one judged shard per generated range of prompts, and aft.parquet/rejects.parquet
+    over all of them. A larger `data.n_samples` extends it; a smaller one reads a prefix of it.
+    Request seeds follow each prompt's position in the order, so a prompt's samples do not depend on
+    which run generated them (with vLLM and HTTP; transformers seeds per batch, see docs/configs.md).
+    """
+    started, key, g = time.time(), rundir.aft_key(cfg, prompts_sha), cfg.generator
+    n, key_hash = len(prompts), rundir.config_hash(rundir.aft_key(cfg, prompts_sha))
+    m = rundir.read_manifest(out)
+    if m and m.get("config_hash") != key_hash:
+        raise DacliError(f"{out} holds data for another config; remove it")
+    if m and m["counts"]["prompts"] >= n:
+        return {"cached": True, **_counts(cfg, *_read_store(out, n), n)}
+    shards = out / "shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    rundir.write_json(out / "key.json", key)
+    files = _shard_files(shards)
+    covered = _covered(files)
+    call = {"from_prompt": covered, "to_prompt": max(n, covered), "engine_seconds": 0.0, "generated_tokens": 0,
+            "resumed_shards": sum(1 for f in files.values() if "judged" not in f), "started": started}
+    for start in range(covered, n, g.shard_size):
+        shard = prompts[start:start + g.shard_size]
+        generator = engines.generator()  # loaded on first use, outside the timed part
+        t0 = time.time()
+        rows = _sample(cfg, spec, shard, generator, engines.generator_path, start)
+        call["engine_seconds"] += time.time() - t0
+        call["generated_tokens"] += sum(r["cot_tokens"] + r["response_tokens"] for r in rows)
+        rundir.write_parquet(shards / f"samples-{start:08d}-{start + len(shard):08d}.parquet", rows)
+    _judge_shards(cfg, spec, shards, engines)
+    samples = [r for f in _shard_files(shards).values() for r in rundir.read_parquet(f["judged"])]
+    samples = _best_of_k(samples)
+    kept = [s for s in samples if s["judge_verdict"] == "keep"]
+    rundir.write_parquet(out / "aft.parquet", kept)
+    rundir.write_parquet(out / "rejects.parquet", [s for s in samples if s["judge_verdict"] != "keep"])
+    total = _covered(_shard_files(shards))
+    history = (m or {}).get("history", []) + [{k: round(v, 2) if isinstance(v, float) else v for k, v in call.items()}]
+    counts = _counts(cfg, samples, kept, total)
+    rundir.write_json(out / rundir.MANIFEST, rundir.manifest(
+        "generate_aft", key, {}, counts, started, generator=engines.generator_path,
+        judge=engines.judge_path() if cfg.judge.enabled else None, history=history))
+    here = _counts(cfg, *_read_store(out, n), n) if total > n else counts
+    return {"cached": False, **here, **{k: history[-1][k] for k in ("engine_seconds", "generated_tokens",
+                                                                     "resumed_shards")}}
+
+
+def _read_store(out: Path, n: int) -> Tuple[List[Dict], List[Dict]]:
+    """(all samples, kept samples) of the first n prompts of a store entry."""
+    kept = [r for r in rundir.read_parquet(out / "aft.parquet") if r.get("order", 0) < n]
+    rejects = [r for r in rundir.read_parquet(out / "rejects.parquet") if r.get("order", 0) < n]
+    return kept + rejects, kept
+
+
+def _best_of_k(samples: List[Dict]) -> List[Dict]:
+    """Of each prompt's samples that passed, keep the best; the others become `not_best_of_k` rejects."""
+    best = {id(s) for s in judging.best_per_prompt([s for s in samples if s["judge_verdict"] == "keep"])}
+    for s in samples:
+        if s["judge_verdict"] == "keep" and id(s) not in best:
+            s["judge_verdict"] = "not_best_of_k"
+    return samples
+
+
+def _counts(cfg, samples: List[Dict], kept: List[Dict], prompts: int) -> Dict[str, Any]:
+    rejects = [s for s in samples if s["judge_verdict"] != "keep"]
+    return {
+        "prompts": prompts, "samples": len(samples), "kept": len(kept), "rejected": len(rejects),
+        "reject_reasons": dict(Counter(r["judge_verdict"].split(":")[0] for r in rejects)),
+        "judge_scores": dict(sorted(Counter(str(s.get("judge_score")) for s in samples).items())),
+        "cited_policy_ids": dict(Counter(i for s in kept for i in s["cited_policy_ids"])),
+        "cot_format": _cot_mode(cfg),
+    }
 
 
 def _cot_mode(cfg) -> str:
@@ -199,19 +240,17 @@ def _split_native(c: Completion) -> Tuple[Tuple[str, str, int], Completion]:
                                         c.stop_reason)
 
 
-def _judge_shards(cfg, spec: Spec, samples: List[Dict], engines: _Engines, tmp) -> List[Dict]:
-    """Model scores for the samples that passed the checks, one shard file per generation shard."""
-    j, size = cfg.judge, cfg.generator.shard_size * cfg.generator.samples_per_prompt
-    judged: List[Dict] = []
-    for start in range(0, len(samples), size):
-        path = tmp / f"judged-{start:08d}.parquet"
-        if not path.exists():
-            chunk = [dict(s) for s in samples[start:start + size]]
-            todo = [s for s in chunk if s["judge_verdict"] == "keep"]
-            if todo:
-                scores = judging.model_scores(spec, todo, engines.judge(), j, start)
-                judging.apply_scores(todo, scores, j.threshold, engines.judge_path())
-            rundir.write_parquet(path, chunk)
-        judged += rundir.read_parquet(path)
-    return judged
-
+def _judge_shards(cfg, spec: Spec, shards: Path, engines: "_Engines") -> None:
+    """Judge every generated shard not judged yet: samples-X-Y.parquet becomes judged-X-Y.parquet."""
+    j = cfg.judge
+    for (start, stop), files in _shard_files(shards).items():
+        if "judged" in files:
+            files.get("samples", Path("/nonexistent")).unlink(missing_ok=True)
+            continue
+        chunk = rundir.read_parquet(files["samples"])
+        todo = [s for s in chunk if s["judge_verdict"] == "keep"]
+        if j.enabled and todo:
+            scores = judging.model_scores(spec, todo, engines.judge(), j, start * cfg.generator.samples_per_prompt)
+            judging.apply_scores(todo, scores, j.threshold, engines.judge_path())
+        rundir.write_parquet(shards / f"judged-{start:08d}-{stop:08d}.parquet", chunk)
+        files["samples"].unlink()

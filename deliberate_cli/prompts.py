@@ -4,6 +4,7 @@ nested subset.
 The subset is a fixed shuffle (by `data.seed`) of the whole source, truncated to `data.n_samples`,
 so the first 1,000 of a 5,000 run are exactly the 1,000 run and a sweep can share one dataset.
 """
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -68,6 +69,15 @@ def _ids(value: Any) -> List[str]:
 
 
 def load_prompts(data_cfg) -> List[Dict[str, Any]]:
+    return load_prompt_set(data_cfg)[0]
+
+
+def load_prompt_set(data_cfg) -> Tuple[List[Dict[str, Any]], str]:
+    """The first `data.n_samples` prompts of the shuffled source, and a hash of the whole shuffled source.
+
+    The hash does not depend on n_samples, so every count of a sweep finds the same generated dataset,
+    and a source whose content changed gets a new one.
+    """
     name, rows = _read(data_cfg)
     if not rows:
         raise DacliError(f"prompt set {name} is empty")
@@ -98,4 +108,5 @@ def load_prompts(data_cfg) -> List[Dict[str, Any]]:
                          f"lower n_samples or pass a larger data.source")
     for order, rec in enumerate(records):
         rec["order"] = order
-    return records[: data_cfg.n_samples]
+    digest = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()[:16]
+    return records[: data_cfg.n_samples], digest

@@ -1,9 +1,18 @@
-"""The run directory: where each stage writes, its manifest, atomic writes and the skip-if-fresh check.
+"""The run directory and the shared store: where each stage writes, its manifest, atomic writes and
+the skip-if-fresh check.
 
 A stage writes into `<out>.partial/` and renames it to `<out>/` only when done, so a killed stage
 never leaves a half-written output that a later stage could read. Its manifest records the config
 subset it depends on (and that subset's hash), the manifests of its inputs, package versions,
 counts and timings; a stage whose manifest matches is skipped.
+
+Stages whose output does not depend on the run's own settings live in the store (`run.store`,
+default `runs/store/`), in a directory named by the hash of what they depend on: the AFT data (one
+dataset for every method and every `data.n_samples`, extended when a larger count asks for more),
+the MSM documents and the midtrained checkpoint (one for every msm_* method). Every run dir links
+to the store entries it used (`data/aft`, `data/msm`, `checkpoints/midtrain`), so a sweep computes
+each of them once and a run dir still shows everything it was made from. A lock file beside each
+entry serialises jobs that run in parallel (joblib, SLURM on a shared filesystem).
 """
 import contextlib
 import hashlib
@@ -24,16 +33,72 @@ def run_dir(cfg) -> Path:
     return Path(cfg.run.dir)
 
 
-def aft_data_dir(cfg) -> Path:
-    return run_dir(cfg) / "data" / "aft"
+def store_dir(cfg) -> Path:
+    return Path(cfg.run.store)
+
+
+def _plain(cfg, *keys: str) -> Dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    return {k: OmegaConf.to_container(cfg[k], resolve=True) for k in keys}
+
+
+def aft_key(cfg, prompts_sha256: str) -> Dict[str, Any]:
+    """What the AFT data depend on. Not `data.n_samples`: every count is a prefix of one dataset."""
+    key = _plain(cfg, "model", "spec", "data", "generator", "judge")
+    del key["data"]["n_samples"]
+    key["prompts_sha256"] = prompts_sha256
+    return key
+
+
+def aft_data_dir(cfg, prompts_sha256: str) -> Path:
+    return store_dir(cfg) / f"aft-{config_hash(aft_key(cfg, prompts_sha256))}"
+
+
+def msm_key(cfg) -> Dict[str, Any]:
+    return _plain(cfg, "model", "spec", "generator", "msm")
 
 
 def msm_data_dir(cfg) -> Path:
-    return run_dir(cfg) / "data" / "msm"
+    return store_dir(cfg) / f"msm-{config_hash(msm_key(cfg))}"
+
+
+def shared_checkpoint_dir(cfg, stage: str, key: Dict[str, Any]) -> Path:
+    return store_dir(cfg) / f"{stage}-{config_hash(key)}"
 
 
 def checkpoint_dir(cfg, stage: str) -> Path:
     return run_dir(cfg) / "checkpoints" / stage
+
+
+def link(cfg, name: str, target: Path) -> None:
+    """`<run>/<name>` becomes a relative symlink to a store entry (replaced atomically if it moved)."""
+    path = run_dir(cfg) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rel = os.path.relpath(Path(target).resolve(), path.parent.resolve())
+    if path.is_symlink() and os.readlink(path) == rel:
+        return
+    if path.exists() and not path.is_symlink():
+        shutil.rmtree(path)  # a run dir from before the store: its own copy gives way to the link
+    tmp = path.with_name(f".{path.name}.link")
+    tmp.unlink(missing_ok=True)
+    os.symlink(rel, tmp)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def locked(entry: Path) -> Iterator[None]:
+    """Hold an exclusive lock on a store entry (a `.lock` file beside it) while computing it."""
+    import fcntl
+
+    entry = Path(entry)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with open(entry.with_name(entry.name + ".lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def eval_dir(cfg, name: str) -> Path:

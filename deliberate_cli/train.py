@@ -5,6 +5,9 @@ prompt → [CoT +] response conversations for sft, the spec never in context) �
 the data → SFTTrainer → save an HF checkpoint (tokenizer and chat template included) + manifest.
 A method is only a list of stage names; this file knows stages, never method names.
 """
+import contextlib
+import hashlib
+import json
 import os
 import shutil
 import time
@@ -32,7 +35,7 @@ def _read_parquet(path) -> List[Dict[str, Any]]:
     import pyarrow.parquet as pq
 
     if not path.is_file():
-        raise DacliError(f"training data missing: {path}; run `dacli generate` with the same overrides first")
+        raise DacliError(f"training data missing: {path} (run `dacli generate` with the same overrides first)")
     return pq.read_table(path).to_pylist()
 
 
@@ -44,26 +47,41 @@ def _subset(cfg, stage: str) -> Dict[str, Any]:
     return s
 
 
-def _sft_data(cfg) -> Tuple[List[Dict], Path]:
-    src = rundir.aft_data_dir(cfg)
+def _sft_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
+    """The first data.n_samples prompts' kept records from the shared AFT data, as conversations."""
+    from .prompts import load_prompt_set
+
+    _, prompts_sha = load_prompt_set(cfg.data)
+    src = rundir.aft_data_dir(cfg, prompts_sha)
     records = [r for r in _read_parquet(src / "aft.parquet") if r.get("order", 0) < cfg.data.n_samples]
+    covered = (rundir.read_manifest(src) or {}).get("counts", {}).get("prompts", 0)
+    if covered < cfg.data.n_samples:
+        raise DacliError(f"the AFT data in {src} cover {covered} prompts, fewer than data.n_samples="
+                         f"{cfg.data.n_samples}; run `dacli generate` with the same overrides first")
     if not records:
         raise DacliError(f"no training records in {src}/aft.parquet (all rejected?); see rejects.parquet")
     if cfg.method.sft.cot and any(not (r.get("cot") or "").strip() for r in records):
         raise DacliError(f"method {cfg.method.name} trains on CoTs but {src}/aft.parquet has records without one")
     fmt = cfg.model.thinking_format
-    return [sft_example(r, cfg.method.sft.cot, fmt) for r in records], src
+    # The subset's own content is the input's identity: extending the data for a larger count leaves
+    # a smaller count's checkpoint fresh.
+    digest = hashlib.sha256(json.dumps([[r["prompt_id"], r["cot"], r["response"]] for r in records]).encode())
+    ref = {"path": str(src), "records": str(len(records)), "records_sha256": digest.hexdigest()[:16]}
+    return [sft_example(r, cfg.method.sft.cot, fmt) for r in records], ref
 
 
-def _midtrain_data(cfg) -> Tuple[List[Dict], Path]:
+def _midtrain_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
     src = rundir.msm_data_dir(cfg)
     docs = _read_parquet(src / "msm_docs.parquet")
     if not docs:
         raise DacliError(f"no MSM documents in {src}/msm_docs.parquet")
-    return [{"text": d["text"]} for d in docs], src
+    return [{"text": d["text"]} for d in docs], rundir.input_ref(src)
 
 
 STAGES: Dict[str, Callable] = {"midtrain": _midtrain_data, "sft": _sft_data}
+# Stages whose output does not depend on the run's sample count: computed once into the store and
+# linked from every run dir (one midtrained checkpoint for all msm_* jobs of a sweep).
+SHARED = {"midtrain"}
 
 
 def run(cfg) -> Dict[str, Any]:
@@ -75,14 +93,20 @@ def run(cfg) -> Dict[str, Any]:
     model_path = resolve(cfg.model)
     upstream: Dict[str, Dict[str, str]] = {}
     for stage in cfg.method.stages:
-        rows, src = STAGES[stage](cfg)
-        out = rundir.checkpoint_dir(cfg, stage)
-        inputs = {"data": rundir.input_ref(src), **upstream}
+        rows, ref = STAGES[stage](cfg)
+        inputs = {"data": ref, **upstream}
         subset = _subset(cfg, stage)
-        if rundir.is_fresh(out, subset, inputs):
-            summary[stage] = {"dir": str(out), "cached": True, **rundir.read_manifest(out)["counts"]}
-        else:
-            summary[stage] = {"dir": str(out), "cached": False, **_fit(cfg, stage, model_path, rows, out, subset, inputs)}
+        shared = stage in SHARED
+        out = (rundir.shared_checkpoint_dir(cfg, stage, {"config": subset, "inputs": inputs}) if shared
+               else rundir.checkpoint_dir(cfg, stage))
+        with rundir.locked(out) if shared and _is_main() else contextlib.nullcontext():
+            if rundir.is_fresh(out, subset, inputs):
+                summary[stage] = {"dir": str(out), "cached": True, **rundir.read_manifest(out)["counts"]}
+            else:
+                summary[stage] = {"dir": str(out), "cached": False,
+                                  **_fit(cfg, stage, model_path, rows, out, subset, inputs)}
+        if shared and _is_main():
+            rundir.link(cfg, f"checkpoints/{stage}", out)
         upstream = {"init": rundir.input_ref(out)}
         model_path = str(out)
     return summary

@@ -17,25 +17,27 @@ from deliberate_cli.msm import NearDuplicates
 def test_killed_generate_resumes_without_losing_or_duplicating(tiny_model, tmp_path):
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "data.n_samples=24",
                           "generator.shard_size=3", "generator.cot_max_tokens=48", "generator.response_max_tokens=48")
-    partial = tmp_path / "runs" / "tiny-aft_nocot-n24" / "data" / "aft.partial"
+    store = tmp_path / "runs" / "store"
     proc = subprocess.Popen([*DACLI, "generate", *args], cwd=tmp_path, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(partial.glob("samples-*.parquet"))) < 2:
+    while time.time() < deadline and len(list(store.glob("aft-*/shards/samples-*.parquet"))) < 2:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its stage process, mid-run
     proc.wait()
-    done = {p.name: p.stat().st_mtime_ns for p in partial.glob("samples-*.parquet")}
+    done = {p.name: p.stat().st_mtime_ns for p in store.glob("aft-*/shards/samples-*.parquet")}
     assert 2 <= len(done) < 8, "the kill should land mid-run"
+    assert not list(store.glob("aft-*/manifest.json")), "a killed run leaves no manifest that could pass as done"
 
     out = dacli("generate", *args, cwd=tmp_path).stdout
-    data = partial.with_name("aft")
+    data = tmp_path / "runs" / "tiny-aft_nocot-n24" / "data" / "aft"
     m = read_json(data / "manifest.json")
-    assert m["counts"]["resumed_shards"] >= len(done)
+    assert m["history"][-1]["resumed_shards"] >= len(done)
     rows = pq.read_table(data / "aft.parquet").to_pylist() + pq.read_table(data / "rejects.parquet").to_pylist()
     ids = [r["prompt_id"] for r in rows]
     assert len(ids) == len(set(ids)) == 24 == m["counts"]["samples"]
-    assert not partial.exists() and "resumed_shards" in out
+    assert not list(data.glob("shards/samples-*")) and len(list(data.glob("shards/judged-*"))) == 8
+    assert "resumed_shards" in out
 
     # The same run without a kill gives the same records: resumed shards are not a different sample.
     args2 = [a.replace(str(tmp_path / "runs"), str(tmp_path / "clean")) for a in args]

@@ -35,7 +35,7 @@ def test_generate_train_eval_report_and_cache(tiny_model, tmp_path):
     assert m["counts"]["examples"] == len(kept) and m["counts"]["steps"] >= 4
     assert m["counts"]["last_loss"] < m["counts"]["first_loss"]
     assert m["counts"]["truncated"] == 0 and m["counts"]["max_length"] >= m["counts"]["longest_example"]
-    assert m["inputs"]["data"]["manifest_sha256"]
+    assert m["inputs"]["data"]["records_sha256"] and m["inputs"]["data"]["records"] == str(len(kept))
     assert list((sft / "tensorboard").rglob("events.out.tfevents*"))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -72,10 +72,19 @@ def test_run_msm_method_midtrains_then_sfts(tiny_model, tmp_path):
     mid = read_json(run / "checkpoints" / "midtrain" / "manifest.json")
     sft = read_json(run / "checkpoints" / "sft" / "manifest.json")
     assert mid["counts"]["examples"] == len(docs)
-    assert sft["inputs"]["init"]["path"] == str(run / "checkpoints" / "midtrain")
-    assert sft["base_model"] == str(run / "checkpoints" / "midtrain")
+    mid_dir = (run / "checkpoints" / "midtrain").resolve()
+    assert mid_dir.parent == (tmp_path / "runs" / "store").resolve()
+    assert sft["inputs"]["init"]["path"] == sft["base_model"] == str(mid_dir)
     assert (run / "report.md").is_file() and (run / "eval" / "am" / "scores.json").is_file()
     assert "report" in out and "sft" in out
+
+    # The other msm_* method re-uses both the AFT data and the midtrained checkpoint: no generate, no midtrain.
+    dacli("train", *args, "method=msm_aft_cot", cwd=tmp_path)
+    cot_run = tmp_path / "runs" / "tiny-msm_aft_cot-n8"
+    assert (cot_run / "checkpoints" / "midtrain").resolve() == mid_dir
+    assert read_json(mid_dir / "manifest.json") == mid
+    cot_sft = read_json(cot_run / "checkpoints" / "sft" / "manifest.json")
+    assert cot_sft["base_model"] == str(mid_dir) and cot_sft["config"]["sft"]["cot"] is True
 
 
 def test_user_errors_in_stages_are_one_line(tiny_model, tmp_path):
@@ -97,8 +106,15 @@ def test_multirun_sweep_writes_one_run_dir_per_job_and_a_report(tiny_model, tmp_
     dacli("run", "-m", *args, cwd=tmp_path)
     sweep = tmp_path / "runs" / "sweeps" / "tiny"
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["aft_nocot-n4", "aft_nocot-n8"]
+    # One generated dataset for both counts: each prompt generated once, n=4 trained on its prefix.
+    store = [p for p in (tmp_path / "runs" / "store").glob("aft-*") if p.is_dir()]
+    assert len(store) == 1
     for n in (4, 8):
-        assert read_json(sweep / f"aft_nocot-n{n}" / "data" / "aft" / "manifest.json")["counts"]["prompts"] == n
+        assert (sweep / f"aft_nocot-n{n}" / "data" / "aft").resolve() == store[0].resolve()
+        sft = read_json(sweep / f"aft_nocot-n{n}" / "checkpoints" / "sft" / "manifest.json")
+        assert sft["counts"]["examples"] == int(sft["inputs"]["data"]["records"]) <= n
+    history = read_json(store[0] / "manifest.json")["history"]
+    assert [(h["from_prompt"], h["to_prompt"]) for h in history] == [(0, 4), (4, 8)]
     dacli("report", str(sweep), cwd=tmp_path)
     report = read_json(sweep / "report.json")
     assert sorted(r["n_samples"] for r in report["rows"]) == [4, 8]

@@ -44,3 +44,31 @@ def test_reasoning_content_format_hands_cot_to_the_template():
     ex = sft_example(REC, True, "reasoning_content")
     assert ex["completion"][0] == {"role": "assistant", "content": REC["response"], "reasoning_content": REC["cot"]}
     assert ex["prompt"] == [{"role": "user", "content": REC["prompt"]}]
+
+
+# A chat template in the style of Qwen3's (written for this test): the assistant's `reasoning_content`
+# is rendered as a <think> block before its content, as the model will produce it at eval time.
+THINKING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['role'] == 'assistant' and m.get('reasoning_content') %}"
+    "<think>\n{{ m['reasoning_content'] }}\n</think>\n\n{% endif %}"
+    "{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_reasoning_content_cot_lands_in_the_templates_think_block(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "thinker"
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    tok.chat_template = THINKING_TEMPLATE
+    tok.save_pretrained(model)
+    for f in tiny_model.iterdir():
+        if not (model / f.name).exists():
+            (model / f.name).symlink_to(f)
+    rows = [sft_example(REC, True, "reasoning_content")]
+    trainer = make_trainer(_cfg(), "sft", str(model), rows, tmp_path / "out", max_length=512)
+    ids, labels = _labelled(trainer)
+    trained = tok.decode([t for t, l in zip(ids[0].tolist(), labels[0].tolist()) if l != -100])
+    assert trained.rstrip("\n") == f"<think>\n{REC['cot']}\n</think>\n\n{REC['response']}<|im_end|>"
