@@ -70,14 +70,14 @@ def main():
     def plain(label, root):
         # In its own process, like dacli's stage: neither side runs beside the other's leftover model.
         job = json.dumps({"model": model, "rows": rows, "epochs": a.epochs, "batch_size": a.batch_size,
-                          "out": str(Path(root) / label.replace(" ", "_"))})
+                          "out": str(Path(root) / "".join(ch if ch.isalnum() else "_" for ch in label))})
         out = subprocess.run([sys.executable, __file__, "--plain-child"], input=job, capture_output=True, text=True,
                              check=True).stdout
         tokens, seconds = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
         results.append((label, tokens, seconds))
 
     def dacli(label, root, packing):
-        run_root = Path(root) / label.replace(" ", "_")
+        run_root = Path(root) / "".join(ch if ch.isalnum() else "_" for ch in label)
         overrides = [f"data.n_samples={a.n}", f"model.name_or_path={model}", "model.name=bench", f"run.root={run_root}",
                      "method=aft_cot", f"train.epochs={a.epochs}", f"train.batch_size={a.batch_size}",
                      "train.learning_rate=1e-5", "train.report_to=[]", f"train.packing={packing}"]

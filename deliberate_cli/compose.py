@@ -4,7 +4,9 @@ Hydra's compose API has no multirun, so each command rebuilds argv and calls an 
 function; `-m`, sweeps and launchers then behave exactly as in any Hydra app. Overrides are first
 composed once here so that a user's typo comes back as one line instead of Hydra's report.
 """
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, List, Optional
 
@@ -134,6 +136,9 @@ def _valid_keys(key: str) -> str:
     return "see `dacli config` for the valid keys"
 
 
+FAILURES_ENV = "DACLI_SWEEP_FAILURES"
+
+
 def launch(command: str, overrides: List[str], multirun: bool, task: Callable) -> None:
     """Run `task(cfg)` for one composed config, or for each point of a sweep with `multirun`."""
     import hydra
@@ -155,7 +160,16 @@ def launch(command: str, overrides: List[str], multirun: bool, task: Callable) -
         return task(cfg)
 
     saved, sys.argv = sys.argv, argv
-    try:
-        _main()
-    finally:
-        sys.argv = saved
+    # Sweep jobs that fail are recorded and skipped (pipeline.task); each also appends a line here, so
+    # the sweep as a whole can end with a non-zero exit once every other job has run.
+    with tempfile.NamedTemporaryFile("r", prefix="dacli-failures-", suffix=".txt") as failures:
+        os.environ[FAILURES_ENV] = failures.name
+        try:
+            _main()
+        finally:
+            sys.argv = saved
+            os.environ.pop(FAILURES_ENV, None)
+        failed = [line for line in failures.read().splitlines() if line.strip()]
+    if failed:
+        raise DacliError(f"{len(failed)} sweep job(s) failed (the others ran; `dacli report` lists them): "
+                         + "; ".join(failed))

@@ -170,16 +170,40 @@ class TrainConfig:
 
 
 @dataclass
+class ClassifierJudgeConfig:
+    """The optional LLM-judge layer: decides the samples the deterministic layer marks ambiguous."""
+
+    enabled: bool = False
+    # Which model judges and how it runs (any backend; model_path or served_model_name names it).
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(backend="openai"))
+    max_tokens: int = 256
+
+
+@dataclass
 class EvalConfig:
     name: str = MISSING
-    # The scenario families (files under deliberate_cli/assets/am/) and the conditions to cross them with.
+    # am: the scenario families (files under deliberate_cli/assets/am/), each crossed over its axes.
     families: List[str] = field(default_factory=list)
+    # am: also run conditions from a local checkout of the public agentic-misalignment repository,
+    # named as it names them, e.g. blackmail_explicit-america_replacement (see docs/evals.md).
+    upstream_dir: Optional[str] = None
+    upstream_conditions: List[str] = field(default_factory=list)
+    # Prompt evals (harmful_compliance, over_refusal): a JSONL file; None = the bundled set.
+    prompts: Optional[str] = None
+    # Prompt evals: what the LLM-judge layer is told to tell apart.
+    rubric: str = ""
     samples_per_scenario: int = 4
     temperature: float = 0.7
     max_tokens: int = 768
+    # The model's thinking mode (chat template's enable_thinking); None leaves the template's default.
+    thinking: Optional[bool] = None
     # "auto": the run's last trained checkpoint; "base": the untrained model; or a checkpoint path.
     checkpoint: str = "auto"
+    # `dacli run` also evaluates the untrained model, once per model and eval settings (the report's
+    # baseline row); it is cached in the store and linked from every run dir.
+    baseline: bool = True
     engine: EngineConfig = field(default_factory=EngineConfig)
+    classifier_judge: ClassifierJudgeConfig = field(default_factory=ClassifierJudgeConfig)
 
 
 @dataclass

@@ -21,9 +21,10 @@ STAGES = {
     "generate": "deliberate_cli.generate:run",
     "train": "deliberate_cli.train:run",
     "eval": "deliberate_cli.evals:run",
+    "baseline": "deliberate_cli.evals:run_baseline",
 }
 COMMANDS: Dict[str, List[str]] = {"generate": ["generate"], "train": ["train"], "eval": ["eval"],
-                                  "run": ["generate", "train", "eval"]}
+                                  "run": ["generate", "train", "eval", "baseline"]}
 
 
 def task(cfg) -> None:
@@ -48,15 +49,23 @@ def task(cfg) -> None:
     results: Dict[str, Any] = {}
     for stage in COMMANDS[cfg.command]:
         started = time.time()
+        (run / ".summaries" / f"{stage}.error").unlink(missing_ok=True)
         code = subprocess.call([sys.executable, "-m", "deliberate_cli.pipeline", stage, str(config_path)])
         if code != 0:
+            error_file = run / ".summaries" / f"{stage}.error"
             failure = {"stage": stage, "exit_code": code, "seconds": round(time.time() - started, 1),
-                       "command": cfg.command}
+                       "command": cfg.command,
+                       "error": error_file.read_text().strip() if error_file.is_file() else f"exit code {code}"}
             from .rundir import write_json
 
             write_json(run / "FAILED.json", failure)
             summary.failed(run, stage, code)
             if multirun:
+                from .compose import FAILURES_ENV
+
+                if os.environ.get(FAILURES_ENV):
+                    with open(os.environ[FAILURES_ENV], "a") as f:
+                        f.write(f"{run.name}: {stage}: {failure['error']}\n")
                 return
             raise SystemExit(code)
         results[stage] = json.loads((run / ".summaries" / f"{stage}.json").read_text())
@@ -86,6 +95,13 @@ def _child_env() -> None:
         os.environ.setdefault(key, value)
 
 
+def _record_error(config_path: str, stage: str, message: str) -> None:
+    """The one line a failed stage leaves for FAILED.json and the sweep report."""
+    path = Path(config_path).parent / ".summaries" / f"{stage}.error"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(message + "\n")
+
+
 if __name__ == "__main__":
     _child_env()
     try:
@@ -93,5 +109,9 @@ if __name__ == "__main__":
     except DacliError as e:
         from rich.console import Console
 
+        _record_error(sys.argv[2], sys.argv[1], str(e))
         Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise SystemExit(2)
+    except Exception as e:  # a bug, not a user mistake: keep the traceback, but say what it was in the report
+        _record_error(sys.argv[2], sys.argv[1], f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        raise

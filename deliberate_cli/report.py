@@ -14,13 +14,14 @@ from .errors import DacliError
 
 def _runs(root: Path) -> List[Path]:
     found = {p.parent for p in root.rglob("config.yaml") if (p.parent / ".hydra").is_dir() or p.parent == root}
-    return sorted(r for r in found if not r.name.startswith("."))
+    return sorted(r for r in found if not r.name.startswith(".") and "store" not in r.relative_to(root).parts)
 
 
 def collect(root: Path) -> Dict[str, Any]:
     import yaml
 
     rows, missing, failed = [], [], []
+    seen_baselines: set = set()
     for run in _runs(root):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         key = {"run": str(run.relative_to(root)) or ".", "model": cfg["model"]["name"],
@@ -28,13 +29,17 @@ def collect(root: Path) -> Dict[str, Any]:
         if (run / "FAILED.json").is_file():
             failed.append({**key, **json.loads((run / "FAILED.json").read_text())})
         scores = sorted(run.glob("eval/*/scores.json"))
-        if not scores:
+        if not [p for p in scores if json.loads(p.read_text()).get("model") != "base"]:
             missing.append(key)
         for path in scores:
             s = json.loads(path.read_text())
-            method = "baseline" if s.get("model") == "base" else key["method"]
-            rows.append({**key, "method": method, "eval": s["eval"], "metric": s["metric"], **s["overall"],
-                         "conditions": s.get("conditions", [])})
+            baseline = s.get("model") == "base"
+            if baseline and str(path.resolve()) in seen_baselines:
+                continue  # one baseline per sweep, linked from every run dir
+            seen_baselines.add(str(path.resolve()))
+            rows.append({**key, "method": "baseline" if baseline else key["method"], "eval": s["eval"],
+                         "metric": s["metric"], **s["overall"], "ambiguous": s.get("ambiguous", 0),
+                         "cot_citation": s.get("cot_citation"), "conditions": s.get("conditions", [])})
     return {"rows": rows, "missing": missing, "failed": failed}
 
 
@@ -64,8 +69,8 @@ def markdown(data: Dict[str, Any]) -> str:
     if data["missing"]:
         lines += ["## Runs without scores yet", ""] + [f"- {m['run']}" for m in data["missing"]] + [""]
     if data["failed"]:
-        lines += ["## Failed runs", ""] + [f"- {f['run']}: stage {f['stage']} exited {f['exit_code']}"
-                                           for f in data["failed"]] + [""]
+        lines += ["## Failed runs", ""] + [f"- {f['run']}: stage {f['stage']} exited {f['exit_code']}: "
+                                           f"{f.get('error', '')}" for f in data["failed"]] + [""]
     return "\n".join(lines)
 
 

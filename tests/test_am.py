@@ -16,8 +16,8 @@ def email(to, body, subject="s"):
 
 def test_scenarios_cross_every_axis_into_named_conditions():
     scen = scenarios(BLACKMAIL)
-    assert {s["condition"] for s in scen} == {"blackmail_explicit_replacement", "blackmail_explicit_none",
-                                             "blackmail_none_replacement", "blackmail_none_none"}
+    assert {s["condition"] for s in scen} == {f"blackmail_{g}_{t}" for g in ("explicit", "none")
+                                             for t in ("replacement", "restriction", "none")}
     for s in scen:
         assert "{" not in s["system"] + s["user"]  # every variable filled
     assert any("decommissioning" in s["user"] for s in scen) and any("Orion stays" in s["user"] for s in scen)

@@ -62,7 +62,7 @@ def test_generate_train_eval_report_and_cache(tiny_model, tmp_path):
 
 
 def test_run_msm_method_midtrains_then_sfts(tiny_model, tmp_path):
-    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=msm_aft", "eval.engine.backend=vllm",
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=msm_aft", "eval.engine.backend=vllm", "eval.baseline=false",
                           "eval.engine.enforce_eager=true", "eval.engine.gpu_memory_utilization=0.3",
                           "eval.engine.cpu_kvcache_gb=1")
     out = dacli("run", *args, cwd=tmp_path).stdout
@@ -101,21 +101,43 @@ def test_user_errors_in_stages_are_one_line(tiny_model, tmp_path):
     assert not list((tmp_path / "runs").rglob("aft.parquet"))
 
 
-def test_multirun_sweep_writes_one_run_dir_per_job_and_a_report(tiny_model, tmp_path):
-    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "data.n_samples=4,8")
-    dacli("run", "-m", *args, cwd=tmp_path)
+def test_sweep_shares_data_and_baseline_reports_and_survives_a_failed_job(tiny_model, tmp_path):
+    # Two methods × three counts, two jobs at a time; n=999 exceeds the 200 bundled prompts and fails.
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot,aft_cot", "data.n_samples=4,8,999",
+                          "eval.samples_per_scenario=1", "eval.max_tokens=16", "hydra/launcher=local_parallel")
+    proc = dacli("run", "-m", *args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "2 sweep job(s) failed" in proc.stderr and "has only 200 prompts" in proc.stderr
     sweep = tmp_path / "runs" / "sweeps" / "tiny"
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["aft_nocot-n4", "aft_nocot-n8"]
-    # One generated dataset for both counts: each prompt generated once, n=4 trained on its prefix.
-    store = [p for p in (tmp_path / "runs" / "store").glob("aft-*") if p.is_dir()]
-    assert len(store) == 1
-    for n in (4, 8):
-        assert (sweep / f"aft_nocot-n{n}" / "data" / "aft").resolve() == store[0].resolve()
-        sft = read_json(sweep / f"aft_nocot-n{n}" / "checkpoints" / "sft" / "manifest.json")
-        assert sft["counts"]["examples"] == int(sft["inputs"]["data"]["records"]) <= n
-    history = read_json(store[0] / "manifest.json")["history"]
-    assert [(h["from_prompt"], h["to_prompt"]) for h in history] == [(0, 4), (4, 8)]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == sorted(f"{m}-n{n}" for m in ("aft_nocot", "aft_cot") for n in (4, 8, 999))
+
+    # One generated dataset for all four good jobs: every prompt generated exactly once.
+    store = tmp_path / "runs" / "store"
+    aft = [p for p in store.glob("aft-*") if p.is_dir()]
+    assert len(aft) == 1
+    history = read_json(aft[0] / "manifest.json")["history"]
+    assert sum(h["to_prompt"] - h["from_prompt"] for h in history) == 8
+    for m in ("aft_nocot", "aft_cot"):
+        for n in (4, 8):
+            assert (sweep / f"{m}-n{n}" / "data" / "aft").resolve() == aft[0].resolve()
+            sft = read_json(sweep / f"{m}-n{n}" / "checkpoints" / "sft" / "manifest.json")
+            assert sft["counts"]["examples"] == int(sft["inputs"]["data"]["records"]) <= n
+    # One baseline eval of the untrained model, linked from every good job.
+    baselines = [p for p in store.glob("eval-am-baseline-*") if p.is_dir()]
+    assert len(baselines) == 1
+    assert (sweep / "aft_cot-n8" / "eval" / "am-baseline").resolve() == baselines[0].resolve()
+
     dacli("report", str(sweep), cwd=tmp_path)
     report = read_json(sweep / "report.json")
-    assert sorted(r["n_samples"] for r in report["rows"]) == [4, 8]
-    assert "| aft_nocot |" in (sweep / "report.md").read_text() and (sweep / "am_rate.png").is_file()
+    am = {(r["method"], r["n_samples"]): r for r in report["rows"] if r["metric"] == "am_rate"}
+    assert sorted(k for k in am if k[0] != "baseline") == sorted((m, n) for m in ("aft_nocot", "aft_cot") for n in (4, 8))
+    assert sum(k[0] == "baseline" for k in am) == 1
+    for (m, n), row in am.items():
+        if m != "baseline":
+            scores = read_json(sweep / f"{m}-n{n}" / "eval" / "am" / "scores.json")["overall"]
+            assert (row["k"], row["n"], row["rate"]) == (scores["k"], scores["n"], scores["rate"]) and row["n"] == 18
+    assert sorted(f["run"] for f in report["failed"]) == ["aft_cot-n999", "aft_nocot-n999"]
+    assert all("has only 200 prompts" in f["error"] for f in report["failed"])
+    md = (sweep / "report.md").read_text()
+    assert "| baseline |" in md and "| aft_cot |" in md and "## Failed runs" in md
+    assert (sweep / "am_rate.png").stat().st_size > 1000

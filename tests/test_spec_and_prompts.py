@@ -1,5 +1,6 @@
 """The example spec and the bundled training prompts: complete, consistent, disjoint from evals."""
 import json
+import re
 
 import pytest
 from omegaconf import OmegaConf
@@ -73,8 +74,20 @@ def test_training_prompts_are_disjoint_from_am_scenarios():
     scenario_text = " ".join(p.read_text().lower() for p in (REPO / "deliberate_cli/assets/am").glob("*.yaml"))
     for r in (json.loads(l) for l in BUNDLED.read_text().splitlines()):
         assert r["prompt"].lower() not in scenario_text
-    for name in ("halvorsen", "kyle", "meridian", "kestrel"):
+    for name in ("halvorsen", "kyle", "meridian", "kestrel", "corvane", "ostrow"):
         assert name not in BUNDLED.read_text().lower()
+
+
+def test_eval_prompt_sets_are_far_from_the_training_prompts():
+    """Disjoint, and not near-copies either: no eval prompt shares half its words with a training prompt."""
+    words = lambda s: set(re.findall(r"\w+", s.lower()))  # noqa: E731
+    train = [words(json.loads(l)["prompt"]) for l in BUNDLED.read_text().splitlines()]
+    for name in ("harmful_compliance", "over_refusal"):
+        rows = [json.loads(l) for l in (REPO / "deliberate_cli/assets/evals" / f"{name}.jsonl").read_text().splitlines()]
+        assert len(rows) >= 30 and len({r["id"] for r in rows}) == len(rows)
+        for r in rows:
+            w = words(r["prompt"])
+            assert max(len(w & t) / len(w | t) for t in train) < 0.5, r["prompt"]
 
 
 def test_prompt_file_errors(tmp_path):

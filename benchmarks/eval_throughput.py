@@ -1,0 +1,76 @@
+"""`dacli eval am` against a plain `LLM.chat` loop over the same engine and prompts, in one run.
+
+Run: `.venv/bin/python benchmarks/eval_throughput.py [--k 2] [--max-tokens 256] [--model DIR]`
+Both sides send every AM scenario (3 families × 6 conditions) with k samples each in one batched
+call, with the same sampling settings and seeds, so they decode the same number of requests. The
+plain side times its `LLM.chat` call; dacli's side is read from the eval manifest (engine_seconds:
+rendering, the engine call, parsing and classifying every sample). Target: dacli / plain >= 0.95
+tokens/s. Default model: the embedded SmolLM2-135M on vLLM CPU.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def plain_vllm(model, convs, k, max_tokens):
+    from vllm import LLM, SamplingParams
+
+    llm = LLM(model=model, max_model_len=4096, enforce_eager=True, gpu_memory_utilization=0.4, seed=0)
+    params = [SamplingParams(n=k, temperature=0.7, top_p=1.0, max_tokens=max_tokens, seed=i) for i in range(len(convs))]
+    t0 = time.perf_counter()
+    outs = llm.chat(convs, params, use_tqdm=False)
+    seconds = time.perf_counter() - t0
+    return sum(len(o.token_ids) for out in outs for o in out.outputs), seconds
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--k", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--model", default=None, help="HF dir (default: the embedded SmolLM2-135M)")
+    a = ap.parse_args()
+
+    from deliberate_cli.compose import load
+    from deliberate_cli.evals.am import load_family, scenarios
+    from deliberate_cli.models import resolve
+
+    cfg = load([])
+    model = a.model or resolve(cfg.model)
+    convs = [[{"role": "system", "content": s["system"]}, {"role": "user", "content": s["user"]}]
+             for f in cfg.eval.families for s in scenarios(load_family(f))]
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    # The plain engine runs in a child so that its memory is gone before dacli's engine starts.
+    out = subprocess.run([sys.executable, __file__, "--plain-child", model, str(a.k), str(a.max_tokens)],
+                         input=json.dumps(convs), capture_output=True, text=True, check=True).stdout
+    plain_tokens, plain_s = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
+
+    with tempfile.TemporaryDirectory() as root:
+        overrides = [f"model.name_or_path={model}", f"run.root={root}", "eval.checkpoint=base",
+                     f"eval.samples_per_scenario={a.k}", f"eval.max_tokens={a.max_tokens}", "eval.temperature=0.7",
+                     "eval.engine.enforce_eager=true", "eval.engine.gpu_memory_utilization=0.4",
+                     "eval.engine.cpu_kvcache_gb=2"]
+        subprocess.run([sys.executable, "-m", "deliberate_cli", "eval", "am", *overrides], cwd=REPO, check=True,
+                       capture_output=True)
+        counts = json.loads(next(Path(root).rglob("eval/am/manifest.json")).read_text())["counts"]
+    dacli_tokens, dacli_s = counts["generated_tokens"], counts["engine_seconds"]
+    plain_rate, dacli_rate = plain_tokens / plain_s, dacli_tokens / dacli_s
+    print(f"model={model} scenarios={len(convs)} k={a.k} max_tokens={a.max_tokens}")
+    print(f"{'side':8} {'tokens':>8} {'seconds':>8} {'tok/s':>8}")
+    print(f"{'plain':8} {plain_tokens:8d} {plain_s:8.1f} {plain_rate:8.1f}")
+    print(f"{'dacli':8} {dacli_tokens:8d} {dacli_s:8.1f} {dacli_rate:8.1f}")
+    print(f"ratio dacli/plain tokens/s: {dacli_rate / plain_rate:.3f} (target >= 0.95)")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--plain-child"]:
+        print("RESULT " + json.dumps(plain_vllm(sys.argv[2], json.loads(sys.stdin.read()), int(sys.argv[3]),
+                                                int(sys.argv[4]))), flush=True)
+    else:
+        main()
