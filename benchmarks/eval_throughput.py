@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parent.parent
 def plain_vllm(model, convs, k, max_tokens):
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=model, max_model_len=4096, enforce_eager=True, gpu_memory_utilization=0.4, seed=0)
+    # The same engine settings as dacli's on CPU (whole-prompt prefill: see backends/vllm_engine.py).
+    llm = LLM(model=model, max_model_len=4096, enforce_eager=True, gpu_memory_utilization=0.4, seed=0,
+              enable_chunked_prefill=False)
     params = [SamplingParams(n=k, temperature=0.7, top_p=1.0, max_tokens=max_tokens, seed=i) for i in range(len(convs))]
     t0 = time.perf_counter()
     outs = llm.chat(convs, params, use_tqdm=False)

