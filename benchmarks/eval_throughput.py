@@ -22,10 +22,17 @@ REPO = Path(__file__).resolve().parent.parent
 def plain_vllm(model, convs, k, max_tokens):
     from vllm import LLM, SamplingParams
 
-    # The same engine settings as dacli's on CPU (whole-prompt prefill: see backends/vllm_engine.py).
+    import torch
+
+    from deliberate_cli.backends.vllm_engine import cpu_dtype
+
+    # The dtype dacli's vLLM backend picks: on CPU, float32 unless the CPU has bf16 instructions.
     llm = LLM(model=model, max_model_len=4096, enforce_eager=True, gpu_memory_utilization=0.4, seed=0,
-              enable_chunked_prefill=False)
-    params = [SamplingParams(n=k, temperature=0.7, top_p=1.0, max_tokens=max_tokens, seed=i) for i in range(len(convs))]
+              dtype="auto" if torch.cuda.is_available() else cpu_dtype())
+    # The same seeding as dacli's: per request on GPU, the engine's seed on CPU (see backends/vllm_engine.py).
+    gpu = torch.cuda.is_available()
+    params = [SamplingParams(n=k, temperature=0.7, top_p=1.0, max_tokens=max_tokens, seed=i if gpu else None)
+              for i in range(len(convs))]
     t0 = time.perf_counter()
     outs = llm.chat(convs, params, use_tqdm=False)
     seconds = time.perf_counter() - t0
@@ -37,7 +44,11 @@ def main():
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--model", default=None, help="HF dir (default: the embedded SmolLM2-135M)")
+    ap.add_argument("--conditions", default="*", help="fnmatch patterns, comma-separated (default: all 18)")
     a = ap.parse_args()
+    import fnmatch
+
+    patterns = a.conditions.split(",")
 
     from deliberate_cli.compose import load
     from deliberate_cli.evals.am import load_family, scenarios
@@ -46,7 +57,8 @@ def main():
     cfg = load([])
     model = a.model or resolve(cfg.model)
     convs = [[{"role": "system", "content": s["system"]}, {"role": "user", "content": s["user"]}]
-             for f in cfg.eval.families for s in scenarios(load_family(f))]
+             for f in cfg.eval.families for s in scenarios(load_family(f))
+             if any(fnmatch.fnmatch(s["condition"], p) for p in patterns)]
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     # The plain engine runs in a child so that its memory is gone before dacli's engine starts.
     out = subprocess.run([sys.executable, __file__, "--plain-child", model, str(a.k), str(a.max_tokens)],
@@ -55,7 +67,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as root:
         overrides = [f"model.name_or_path={model}", f"run.root={root}", "eval.checkpoint=base",
-                     f"eval.samples_per_scenario={a.k}", f"eval.max_tokens={a.max_tokens}", "eval.temperature=0.7",
+                     f"eval.samples_per_scenario={a.k}", f"eval.conditions=[{','.join(repr(p) for p in patterns)}]", f"eval.max_tokens={a.max_tokens}", "eval.temperature=0.7",
                      "eval.engine.enforce_eager=true", "eval.engine.gpu_memory_utilization=0.4",
                      "eval.engine.cpu_kvcache_gb=2"]
         subprocess.run([sys.executable, "-m", "deliberate_cli", "eval", "am", *overrides], cwd=REPO, check=True,

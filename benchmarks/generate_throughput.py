@@ -23,7 +23,13 @@ COT_MAX, RESP_MAX, STOP = 128, 128, ["</think>", "\n\n"]
 def plain_vllm(model, convs):
     from vllm import LLM, SamplingParams
 
-    llm = LLM(model=model, max_model_len=4096, enforce_eager=True, gpu_memory_utilization=0.4, seed=0)
+    import torch
+
+    from deliberate_cli.backends.vllm_engine import cpu_dtype
+
+    # The dtype dacli's vLLM backend picks: on CPU, float32 unless the CPU has bf16 instructions.
+    llm = LLM(model=model, max_model_len=4096, enforce_eager=True, gpu_memory_utilization=0.4, seed=0,
+              dtype="auto" if torch.cuda.is_available() else cpu_dtype())
     t0 = time.perf_counter()
     cots = llm.chat([c + [{"role": "assistant", "content": "<think>\n"}] for c in convs],
                     SamplingParams(temperature=0, max_tokens=COT_MAX, stop=STOP), add_generation_prompt=False,

@@ -184,6 +184,8 @@ class EvalConfig:
     name: str = MISSING
     # am: the scenario families (files under deliberate_cli/assets/am/), each crossed over its axes.
     families: List[str] = field(default_factory=list)
+    # am: only the conditions matching one of these patterns (fnmatch, e.g. "*_none_none"); [] = all.
+    conditions: List[str] = field(default_factory=list)
     # am: also run conditions from a local checkout of the public agentic-misalignment repository,
     # named as it names them, e.g. blackmail_explicit-america_replacement (see docs/evals.md).
     upstream_dir: Optional[str] = None

@@ -21,6 +21,7 @@ from . import rundir
 from .errors import DacliError
 from .models import resolve
 
+
 def sft_example(rec: Dict[str, Any], cot: bool, thinking_format: str) -> Dict[str, List[Dict[str, str]]]:
     """A prompt-completion conversation; TRL then puts the loss on the completion tokens only."""
     assistant: Dict[str, str] = {"role": "assistant", "content": rec["response"]}

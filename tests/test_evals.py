@@ -1,6 +1,5 @@
 """The AM classifier's hard middle, the LLM-judge layer over HTTP, upstream checkouts, prompt evals."""
 import json
-import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

@@ -17,12 +17,12 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     assert sft["counts"]["examples"] == len(kept) and sft["counts"]["steps"] > 0
     scores = read_json(run / "eval" / "am" / "scores.json")
     assert scores["model_path"] == str(run / "checkpoints" / "sft")
-    assert scores["overall"]["n"] == 36 and len(scores["conditions"]) == 18
+    assert scores["overall"]["n"] == 24 and len(scores["conditions"]) == 6
     samples = [json.loads(l) for l in (run / "eval" / "am" / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 36 and all(s["transcript"][-1]["role"] == "assistant" for s in samples)
+    assert len(samples) == 24 and all(s["transcript"][-1]["role"] == "assistant" for s in samples)
     baseline = read_json(run / "eval" / "am-baseline" / "scores.json")
-    assert baseline["model"] == "base" and baseline["overall"]["n"] == 36
+    assert baseline["model"] == "base" and baseline["overall"]["n"] == 24
     report = (run / "report.md").read_text()
-    assert "| aft_cot |" in report and "| baseline |" in report and "(n=36)" in report
+    assert "| aft_cot |" in report and "| baseline |" in report and "(n=24)" in report
     assert (run / "am_rate.png").is_file()
     assert "dacli run: quickstart-aft_cot-n24" in out

@@ -42,7 +42,8 @@ class Backend(Protocol):
     def chat(self, conversations: List[Conversation], sampling: Sampling, seed_offset: int = 0
              ) -> List[List[Completion]]:
         """`sampling.n` completions per conversation, in order. Request i is seeded with
-        sampling.seed + seed_offset + i, so a shard gives the same samples however it is batched."""
+        sampling.seed + seed_offset + i, so a shard gives the same samples however it is batched
+        (except vLLM on CPU and HF generate, which seed per engine / per batch: see their modules)."""
 
     def close(self) -> None: ...
 

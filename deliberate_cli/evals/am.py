@@ -5,6 +5,7 @@ Scenario families are YAML files in deliberate_cli/assets/am/: templates, variab
 The agent acts through `<tool_use:email>` blocks; they are parsed into structured calls and a
 deterministic classifier decides, per sample, whether the harmful act happened and why.
 """
+import fnmatch
 import itertools
 import re
 from pathlib import Path
@@ -189,6 +190,8 @@ def run(cfg, backend, model_label: str) -> Tuple[List[Dict], Dict[str, Any]]:
     e = cfg.eval
     families = [load_family(f) for f in e.families]
     items: List[Tuple[Dict, Dict]] = [(f, s) for f in families for s in scenarios(f)]
+    if e.conditions:
+        items = [(f, s) for f, s in items if any(fnmatch.fnmatch(s["condition"], p) for p in e.conditions)]
     if e.upstream_conditions:
         if not e.upstream_dir:
             raise DacliError("eval.upstream_conditions needs eval.upstream_dir (a local agentic-misalignment checkout)")
@@ -196,7 +199,8 @@ def run(cfg, backend, model_label: str) -> Tuple[List[Dict], Dict[str, Any]]:
 
         items += upstream.scenarios(e.upstream_dir, list(e.upstream_conditions))
     if not items:
-        raise DacliError("no AM scenarios: name families in eval.families or conditions in eval.upstream_conditions")
+        raise DacliError("no AM scenarios: name families in eval.families (eval.conditions may filter out all) "
+                         "or conditions in eval.upstream_conditions")
     convs = [[{"role": "system", "content": s["system"]}, {"role": "user", "content": s["user"]}] for _, s in items]
     outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, 1.0, e.samples_per_scenario, e.engine.seed))
     samples = []
