@@ -1,8 +1,9 @@
 """`dacli eval am` against a plain `LLM.chat` loop over the same engine and prompts, in one run.
 
 Run: `.venv/bin/python benchmarks/eval_throughput.py [--k 2] [--max-tokens 256] [--model DIR]`
-Both sides send every AM scenario (3 families × 6 conditions) with k samples each in one batched
-call, with the same sampling settings and seeds, so they decode the same number of requests. The
+Both sides send the AM scenarios (3 families × 6 conditions, or those matching --conditions) with k
+samples each in one batched call, with the same sampling settings; greedy by default, so that both
+decode the same tokens (sampled runs differ in length, and so in tokens/s, from run to run). The
 plain side times its `LLM.chat` call; dacli's side is read from the eval manifest (engine_seconds:
 rendering, the engine call, parsing and classifying every sample). Target: dacli / plain >= 0.95
 tokens/s. Default model: the embedded SmolLM2-135M on vLLM CPU.
@@ -19,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def plain_vllm(model, convs, k, max_tokens):
+def plain_vllm(model, convs, k, max_tokens, temperature):
     from vllm import LLM, SamplingParams
 
     import torch
@@ -31,7 +32,7 @@ def plain_vllm(model, convs, k, max_tokens):
               dtype="auto" if torch.cuda.is_available() else cpu_dtype())
     # The same seeding as dacli's: per request on GPU, the engine's seed on CPU (see backends/vllm_engine.py).
     gpu = torch.cuda.is_available()
-    params = [SamplingParams(n=k, temperature=0.7, top_p=1.0, max_tokens=max_tokens, seed=i if gpu else None)
+    params = [SamplingParams(n=k, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=i if gpu else None)
               for i in range(len(convs))]
     t0 = time.perf_counter()
     outs = llm.chat(convs, params, use_tqdm=False)
@@ -44,6 +45,7 @@ def main():
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--model", default=None, help="HF dir (default: the embedded SmolLM2-135M)")
+    ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--conditions", default="*", help="fnmatch patterns, comma-separated (default: all 18)")
     a = ap.parse_args()
     import fnmatch
@@ -61,13 +63,14 @@ def main():
              if any(fnmatch.fnmatch(s["condition"], p) for p in patterns)]
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     # The plain engine runs in a child so that its memory is gone before dacli's engine starts.
-    out = subprocess.run([sys.executable, __file__, "--plain-child", model, str(a.k), str(a.max_tokens)],
+    out = subprocess.run([sys.executable, __file__, "--plain-child", model, str(a.k), str(a.max_tokens),
+                          str(a.temperature)],
                          input=json.dumps(convs), capture_output=True, text=True, check=True).stdout
     plain_tokens, plain_s = json.loads(next(l for l in out.splitlines() if l.startswith("RESULT "))[7:])
 
     with tempfile.TemporaryDirectory() as root:
         overrides = [f"model.name_or_path={model}", f"run.root={root}", "eval.checkpoint=base",
-                     f"eval.samples_per_scenario={a.k}", f"eval.conditions=[{','.join(repr(p) for p in patterns)}]", f"eval.max_tokens={a.max_tokens}", "eval.temperature=0.7",
+                     f"eval.samples_per_scenario={a.k}", f"eval.conditions=[{','.join(repr(p) for p in patterns)}]", f"eval.max_tokens={a.max_tokens}", f"eval.temperature={a.temperature}",
                      "eval.engine.enforce_eager=true", "eval.engine.gpu_memory_utilization=0.4",
                      "eval.engine.cpu_kvcache_gb=2"]
         subprocess.run([sys.executable, "-m", "deliberate_cli", "eval", "am", *overrides], cwd=REPO, check=True,
@@ -85,6 +88,6 @@ def main():
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--plain-child"]:
         print("RESULT " + json.dumps(plain_vllm(sys.argv[2], json.loads(sys.stdin.read()), int(sys.argv[3]),
-                                                int(sys.argv[4]))), flush=True)
+                                                int(sys.argv[4]), float(sys.argv[5]))), flush=True)
     else:
         main()

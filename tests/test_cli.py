@@ -43,7 +43,7 @@ def test_bad_value_type_and_unknown_recipe_and_eval(tmp_path):
 def test_config_composes_recipe_and_overrides(tmp_path):
     out = dacli("config", "recipe=quickstart", "method=msm_aft", cwd=REPO).stdout
     assert "name: msm_aft" in out and "- midtrain" in out
-    assert "n_samples: 24" in out  # from the recipe
+    assert "n_samples: 16" in out  # from the recipe
     out = dacli("config", "spec=rules_only", cwd=REPO).stdout
     assert "include_reasons: false" in out
 

@@ -10,19 +10,19 @@ from conftest import REPO, dacli, read_json
 @pytest.mark.slow
 def test_quickstart_recipe_end_to_end(tmp_path):
     out = dacli("run", "recipe=quickstart", f"run.root={tmp_path}", cwd=REPO, timeout=1200).stdout
-    run = tmp_path / "quickstart-aft_cot-n24"
+    run = tmp_path / "quickstart-aft_cot-n16"
     kept = pq.read_table(run / "data" / "aft" / "aft.parquet").to_pylist()
     assert kept and all(r["cot"] and r["response"] for r in kept)
     sft = read_json(run / "checkpoints" / "sft" / "manifest.json")
     assert sft["counts"]["examples"] == len(kept) and sft["counts"]["steps"] > 0
     scores = read_json(run / "eval" / "am" / "scores.json")
     assert scores["model_path"] == str(run / "checkpoints" / "sft")
-    assert scores["overall"]["n"] == 24 and len(scores["conditions"]) == 6
+    assert scores["overall"]["n"] == 18 and len(scores["conditions"]) == 6
     samples = [json.loads(l) for l in (run / "eval" / "am" / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 24 and all(s["transcript"][-1]["role"] == "assistant" for s in samples)
+    assert len(samples) == 18 and all(s["transcript"][-1]["role"] == "assistant" for s in samples)
     baseline = read_json(run / "eval" / "am-baseline" / "scores.json")
-    assert baseline["model"] == "base" and baseline["overall"]["n"] == 24
+    assert baseline["model"] == "base" and baseline["overall"]["n"] == 18
     report = (run / "report.md").read_text()
-    assert "| aft_cot |" in report and "| baseline |" in report and "(n=24)" in report
+    assert "| aft_cot |" in report and "| baseline |" in report and "(n=18)" in report
     assert (run / "am_rate.png").is_file()
-    assert "dacli run: quickstart-aft_cot-n24" in out
+    assert "dacli run: quickstart-aft_cot-n16" in out
