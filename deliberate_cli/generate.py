@@ -120,7 +120,7 @@ def _aft(cfg, spec: Spec, prompts: List[Dict], prompts_sha: str, engines: "_Engi
     which run generated them (with vLLM and HTTP; transformers seeds per batch, see docs/configs.md).
     """
     started, key, g = time.time(), rundir.aft_key(cfg, prompts_sha), cfg.generator
-    n, key_hash = len(prompts), rundir.config_hash(rundir.aft_key(cfg, prompts_sha))
+    n, key_hash = len(prompts), rundir.config_hash(key)
     m = rundir.read_manifest(out)
     if m and m.get("config_hash") != key_hash:
         raise DacliError(f"{out} holds data for another config; remove it")
