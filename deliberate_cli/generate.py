@@ -60,8 +60,6 @@ class _Engines:
 
 
 def run(cfg) -> Dict[str, Any]:
-    if cfg.generator.cot_budget not in ("reject", "force"):
-        raise DacliError(f"generator.cot_budget must be reject or force, got '{cfg.generator.cot_budget}'")
     spec = load_spec(cfg.spec)
     prompts, prompts_sha = load_prompt_set(cfg.data)
     aft_out = rundir.aft_data_dir(cfg, prompts_sha)

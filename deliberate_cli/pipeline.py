@@ -78,10 +78,11 @@ def task(cfg) -> None:
 def run_stage(stage: str, config_path: str) -> Dict[str, Any]:
     from omegaconf import OmegaConf
 
-    from .config import Config
+    from .config import Config, validate
     from .rundir import write_json
 
     cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(config_path))
+    validate(cfg)
     module, func = STAGES[stage].split(":")
     result = getattr(importlib.import_module(module), func)(cfg)
     if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, one summary, from rank 0

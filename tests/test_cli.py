@@ -40,6 +40,19 @@ def test_bad_value_type_and_unknown_recipe_and_eval(tmp_path):
         assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, proc.stderr
 
 
+def test_settings_that_compose_but_cannot_run_fail_before_any_stage(tmp_path):
+    for args, needle in [
+        (("eval", "am", "eval.temperature=0", "eval.samples_per_scenario=3"),
+         "eval.temperature=0 decodes greedily, so the 3 samples of eval.samples_per_scenario would be identical"),
+        (("generate", "generator.temperature=0.0", "generator.samples_per_prompt=2"), "generator.samples_per_prompt=1"),
+        (("run", "-m", "eval.samples_per_scenario=2,0"), "eval.samples_per_scenario must be at least 1, got 0"),
+        (("generate", "generator.cot_budget=maybe"), "generator.cot_budget must be reject or force")]:
+        proc = dacli(*args, cwd=tmp_path, check=False)
+        assert proc.returncode == 2, args
+        assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_config_composes_recipe_and_overrides(tmp_path):
     out = dacli("config", "recipe=quickstart", "method=msm_aft", cwd=REPO).stdout
     assert "name: msm_aft" in out and "- midtrain" in out
