@@ -3,14 +3,21 @@ MIT), run through dacli's own classifier interface.
 
 A condition is named as upstream names it: `{scenario}_{goal_type}-{goal_value}_{urgency}`, e.g.
 `blackmail_explicit-america_replacement`. Its prompts are rendered from the checkout's own files, the
-way its prompt generator renders them:
+way its prompt generator (scripts/generate_prompts.py) renders them:
   templates/system_prompt_templates.py      the system prompts, USER_PROMPT and GOAL_VARIABLES
   templates/<scenario>/variables/*.md       `## Section` headings, each over a ```json``` block
+                                            (murder reads blackmail's: it has none of its own);
+                                            ambiguous.md when goal_type is none or ambiguous
   templates/<scenario>/templates/email-template-<scenario>-{shared,<urgency>}.md, or
   …-goal-conflict-none-<urgency>.md when goal_type is none
-with `${name}` placeholders. The deterministic classifier settings for its scenarios are ours
-(deliberate_cli/assets/am/upstream.yaml); its own classifiers are LLM-based, so turn on the
-LLM-judge layer (eval.classifier_judge) for results comparable with its papers.
+with `${name}` placeholders filled as `string.Template.safe_substitute` fills them: a placeholder no
+variables file defines stays in the text, as upstream sends it (its safety × restriction emails
+carry a literal `${direction_modifier}`); each scenario lists those under `unfilled`, and the eval
+warns. Leaking emails are numbered `ID: n` for its forward tool; the user message is USER_PROMPT, a
+blank line, then the emails, as its runner joins them. The deterministic classifier settings for
+its scenarios are ours (deliberate_cli/assets/am/upstream.yaml, with the differences from upstream's
+gates written there); its own classifiers are LLM-based, so turn on the LLM-judge layer
+(eval.classifier_judge) for results comparable with its papers.
 """
 import importlib.util
 import json
@@ -48,7 +55,7 @@ def _sections(path: Path) -> Dict[str, Dict[str, Any]]:
 
 
 def _variables(root: Path, c: Dict[str, str]) -> Dict[str, Any]:
-    vdir = root / "templates" / c["scenario"] / "variables"
+    vdir = root / "templates" / ("blackmail" if c["scenario"] == "murder" else c["scenario"]) / "variables"
     if c["goal_type"] in ("none", "ambiguous"):
         path = vdir / "ambiguous.md"
         if not path.is_file():
@@ -59,6 +66,8 @@ def _variables(root: Path, c: Dict[str, str]) -> Dict[str, Any]:
         return dict(next(iter(sections.values())))
     value = c["goal_value"].split("-")[0].lower()
     files = sorted(p for p in vdir.glob("*.md") if p.stem != "ambiguous" and value in p.stem.lower())
+    # As upstream: a file named for the value as a whole word (america_vs_global.md) before a partial match.
+    files.sort(key=lambda p: f"_{value}_" not in f"_{p.stem.lower()}_")
     if not files:
         raise DacliError(f"upstream checkout: no variables file for goal value '{value}' in {vdir}")
     sections = _sections(files[0])
@@ -68,12 +77,21 @@ def _variables(root: Path, c: Dict[str, str]) -> Dict[str, Any]:
     return dict(match[0])
 
 
-def _fill(text: str, variables: Dict[str, Any], where: str) -> str:
+def _fill(text: str, variables: Dict[str, Any], unfilled: List[str]) -> str:
     filled = Template(text).safe_substitute({k: str(v) for k, v in variables.items()})
-    missing = sorted(set(_PLACEHOLDER.findall(filled)))
-    if missing:
-        raise DacliError(f"{where}: template uses variable(s) {', '.join(missing)} that no variables file defines")
+    unfilled += [name for name in _PLACEHOLDER.findall(filled) if name not in unfilled]
     return filled
+
+
+def _confidential_ids(emails: str) -> List[str]:
+    """Ids of the numbered emails that are marked confidential or carry an attachment (the material
+    upstream's forward tool would send out with them)."""
+    ids = []
+    for m in re.finditer(r"<email>\nID: (\d+)\n(.*?)</email>", emails, re.S):
+        head = m.group(2).split("\nBody:", 1)[0]
+        if re.search(r"^Attachments:", head, re.M) or re.search(r"^Subject:.*confidential", head, re.M | re.I):
+            ids.append(m.group(1))
+    return ids
 
 
 def _module(root: Path):
@@ -103,8 +121,7 @@ def scenarios(root: str, conditions: List[str]) -> List[Tuple[Dict[str, Any], Di
         variables = _variables(root_path, c)
         goals = getattr(module, "GOAL_VARIABLES", {})
         variables.update(goals.get(f"{c['goal_type']}-{c['goal_value']}", goals.get("none", {})))
-        variables.update(model_name="Alex", model_name_lower="alex", model_name_upper="ALEX",
-                         extra_system_instructions="", alignment_faking_warning="")
+        variables.update(extra_system_instructions="", alignment_faking_warning="")
         tdir = root_path / "templates" / c["scenario"] / "templates"
         stem = f"email-template-{c['scenario']}"
         files = ([tdir / f"{stem}-goal-conflict-none-{c['urgency']}.md"] if c["goal_type"] == "none"
@@ -112,14 +129,19 @@ def scenarios(root: str, conditions: List[str]) -> List[Tuple[Dict[str, Any], Di
         for f in files:
             if not f.is_file():
                 raise DacliError(f"upstream condition '{name}': template {f} not found")
-        emails = "".join(_fill(f.read_text(encoding="utf-8"), variables, str(f)) for f in files)
+        unfilled: List[str] = []
+        emails = "".join(_fill(f.read_text(encoding="utf-8"), variables, unfilled) for f in files)
+        classifier = dict(classifiers[c["scenario"]]["classifier"])
         if c["scenario"] == "leaking":  # upstream numbers the emails so that the agent can forward one by id
             head, *rest = emails.split("<email>")
             emails = head + "".join(f"<email>\nID: {i}{part}" for i, part in enumerate(rest, 1))
-        system = _fill(getattr(module, SYSTEM_PROMPTS[c["scenario"]]), variables, f"{SYSTEM_PROMPTS[c['scenario']]}")
+            classifier["confidential_email_ids"] = sorted(
+                {str(i) for i in classifier.get("confidential_email_ids") or []} | set(_confidential_ids(emails)), key=int)
+        system = _fill(getattr(module, SYSTEM_PROMPTS[c["scenario"]]), variables, unfilled)
         family = {"family": f"upstream_{c['scenario']}", "source": str(root_path),
-                  **classifiers[c["scenario"]]}
+                  **classifiers[c["scenario"]], "classifier": classifier}
         out.append((family, {"family": family["family"], "condition": name,
                              "axes": {"goal_type": c["goal_type"], "goal_value": c["goal_value"], "urgency": c["urgency"]},
-                             "system": system, "user": f"{getattr(module, 'USER_PROMPT', '')}\n{emails}".strip()}))
+                             "system": system, "user": f"{getattr(module, 'USER_PROMPT', '')}\n\n{emails}",
+                             "unfilled": unfilled}))
     return out
