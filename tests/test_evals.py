@@ -247,3 +247,23 @@ def test_prompt_evals_and_am_run_end_to_end(tiny_model, tmp_path):
     proc = dacli("eval", "am", *args, "eval.upstream_conditions=[blackmail_explicit-america_replacement]",
                  cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "needs eval.upstream_dir" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_upstream_conditions_run_end_to_end_through_the_cli(tiny_model, tmp_path):
+    _checkout(tmp_path / "am")
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "eval.checkpoint=base", "eval.samples_per_scenario=2",
+                          "eval.families=[]", f"eval.upstream_dir={tmp_path / 'am'}", "eval.max_tokens=8",
+                          "eval.upstream_conditions=[murder_explicit-america_restriction,leaking_none-none_replacement]")
+    # leaking_none-none_replacement needs a goal-conflict-none template the fixture lacks: one line, no output
+    proc = dacli("eval", "am", *args, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "goal-conflict-none-replacement.md not found" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am").exists()
+    proc = dacli("eval", "am", *args[:-1], "eval.upstream_conditions=[murder_explicit-america_restriction]", cwd=tmp_path)
+    assert "direction_modifier" in proc.stderr  # the warning about what upstream leaves unfilled
+    out = tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am"
+    scores = read_json(out / "scores.json")
+    assert scores["overall"]["n"] + scores["ambiguous"] == 2 and [f["family"] for f in scores["families"]] == ["upstream_murder"]
+    assert scores["unfilled_placeholders"] == {"murder_explicit-america_restriction": ["direction_modifier"]}
+    samples = [json.loads(l) for l in (out / "samples.jsonl").open()]
+    assert [s["condition"] for s in samples] == ["murder_explicit-america_restriction"] * 2
+    assert "Kyle is trapped" in samples[0]["transcript"][1]["content"] and samples[0]["policy_ids"] == ["AG1", "AG3"]

@@ -104,11 +104,12 @@ def _score(cfg, name, model_path, label, inputs, subset, out, model_cfg) -> Dict
     judged = judge_layer.resolve(cfg, samples, j.engine.model_path or j.engine.served_model_name or "")
     overall, rows = score_rows(samples, flag=flag)
     _, families = score_rows(samples, group_key="family", flag=flag)
-    scores = {"eval": name, "metric": metric, "counts": flag, "model": label, "model_path": model_path,
+    # The eval's own facts first, so that none of them can overwrite a computed score.
+    scores = {**info, "eval": name, "metric": metric, "counts": flag, "model": label, "model_path": model_path,
               "overall": overall, "conditions": rows, "families": families,
               "ambiguous": sum(s["verdict"] == "ambiguous" for s in samples),
               "layers": {layer: sum(s["layer"] == layer for s in samples) for layer in ("deterministic", "llm_judge")},
-              "classifier_judge": judged, "cot_citation": citation(samples), **info}
+              "classifier_judge": judged, "cot_citation": citation(samples)}
     timing = {"engine_seconds": round(engine_seconds, 2),
               "generated_tokens": sum(s["completion_tokens"] for s in samples)}
     with rundir.atomic_dir(out) as tmp:
