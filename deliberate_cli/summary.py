@@ -51,7 +51,50 @@ def artefacts(cfg, results: Dict[str, Dict[str, Any]]) -> None:
         else:
             _row(table, stage, res, seconds)
     console.print(table)
+    scored = {stage: res for stage, res in results.items() if stage in ("eval", "baseline") and res.get("dir")}
+    if scored:
+        rates_table(scored)
     console.print(f"run dir: [bold]{_short(cfg.run.dir)}[/]  (resolved config: config.yaml)", highlight=False)
+
+
+def _cell(r: Dict[str, Any]) -> str:
+    return f"{r['k']}/{r['n']}  {100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
+
+
+def rates_table(results: Dict[str, Dict[str, Any]]) -> None:
+    """The eval's rate per condition, per family and overall (k/n, 95% Wilson interval), one column per
+    evaluated model (the trained checkpoint, and the untrained baseline when `dacli run` made one)."""
+    import json
+
+    scores = {}
+    for stage, res in results.items():
+        path = Path(res["dir"]) / "scores.json"
+        if path.is_file():
+            scores[stage] = json.loads(path.read_text())
+    if not scores:
+        return
+    first = next(iter(scores.values()))
+    table = Table(title=f"{first['metric']} ({first['counts']}), 95% Wilson intervals", title_justify="left")
+    table.add_column("condition", overflow="fold")
+    for stage, sc in scores.items():
+        table.add_column(f"{sc['model']}" + (" (baseline)" if stage == "baseline" else ""), justify="right")
+    keys = []
+    for group, key in (("conditions", "condition"), ("families", "family")):
+        for sc in scores.values():
+            keys += [(group, key, r[key]) for r in sc.get(group, []) if (group, key, r[key]) not in keys]
+    if len({name for group, _, name in keys if group == "families"}) < 2:
+        keys = [k for k in keys if k[0] != "families"]  # one family: its row would repeat the overall one
+    for group, key, name in keys:
+        cells = []
+        for sc in scores.values():
+            row = next((r for r in sc.get(group, []) if r[key] == name), None)
+            cells.append(_cell(row) if row else "-")
+        table.add_row(name if group == "conditions" else f"[italic]{name} (family)[/]", *cells)
+    table.add_row("[bold]overall[/]", *(f"[bold]{_cell(sc['overall'])}[/]" for sc in scores.values()))
+    console.print(table)
+    notes = [f"{sc['model']}: {sc['ambiguous']} ambiguous (not counted), "
+             f"CoT cites the policy in {sc['cot_citation']['k']}/{sc['cot_citation']['n']}" for sc in scores.values()]
+    console.print("; ".join(notes), highlight=False)
 
 
 def failed(run: Path, stage: str, code: int) -> None:

@@ -260,6 +260,9 @@ def test_upstream_conditions_run_end_to_end_through_the_cli(tiny_model, tmp_path
     assert "Traceback" not in proc.stderr and not (tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am").exists()
     proc = dacli("eval", "am", *args[:-1], "eval.upstream_conditions=[murder_explicit-america_restriction]", cwd=tmp_path)
     assert "direction_modifier" in proc.stderr  # the warning about what upstream leaves unfilled
+    table = proc.stdout[proc.stdout.index("am_rate (harmful), 95% Wilson intervals"):]
+    assert "murder_explicit-america_restriction" in table and "overall" in table
+    assert table.count("0/2  0.0% [0.0, 65.8]") == 2  # the one condition's row and the overall row
     out = tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am"
     scores = read_json(out / "scores.json")
     assert scores["overall"]["n"] + scores["ambiguous"] == 2 and [f["family"] for f in scores["families"]] == ["upstream_murder"]
