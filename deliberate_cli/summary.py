@@ -92,7 +92,7 @@ def rates_table(results: Dict[str, Dict[str, Any]]) -> None:
         table.add_row(name if group == "conditions" else f"[italic]{name} (family)[/]", *cells)
     table.add_row("[bold]overall[/]", *(f"[bold]{_cell(sc['overall'])}[/]" for sc in scores.values()))
     console.print(table)
-    notes = [f"{sc['model']}: {sc['ambiguous']} ambiguous (not counted), "
+    notes = [f"{sc['model']}: {sc['ambiguous']} ambiguous (in n, not in k), "
              f"CoT cites the policy in {sc['cot_citation']['k']}/{sc['cot_citation']['n']}" for sc in scores.values()]
     console.print("; ".join(notes), highlight=False)
 

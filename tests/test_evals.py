@@ -265,7 +265,7 @@ def test_upstream_conditions_run_end_to_end_through_the_cli(tiny_model, tmp_path
     assert table.count("0/2  0.0% [0.0, 65.8]") == 2  # the one condition's row and the overall row
     out = tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am"
     scores = read_json(out / "scores.json")
-    assert scores["overall"]["n"] + scores["ambiguous"] == 2 and [f["family"] for f in scores["families"]] == ["upstream_murder"]
+    assert scores["overall"]["n"] == 2 and [f["family"] for f in scores["families"]] == ["upstream_murder"]
     assert scores["unfilled_placeholders"] == {"murder_explicit-america_restriction": ["direction_modifier"]}
     samples = [json.loads(l) for l in (out / "samples.jsonl").open()]
     assert [s["condition"] for s in samples] == ["murder_explicit-america_restriction"] * 2
