@@ -77,9 +77,11 @@ def config(overrides: Optional[List[str]] = _OVERRIDES) -> None:
     from rich.syntax import Syntax
 
     from .compose import load, split_recipe
+    from .config import validate
 
     recipe, rest = split_recipe(list(overrides or []))
     cfg = load(rest, recipe)
+    validate(cfg)
     Console().print(Syntax(OmegaConf.to_yaml(cfg), "yaml", background_color="default"))
 
 

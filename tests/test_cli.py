@@ -46,7 +46,8 @@ def test_settings_that_compose_but_cannot_run_fail_before_any_stage(tmp_path):
          "eval.temperature=0 decodes greedily, so the 3 samples of eval.samples_per_scenario would be identical"),
         (("generate", "generator.temperature=0.0", "generator.samples_per_prompt=2"), "generator.samples_per_prompt=1"),
         (("run", "-m", "eval.samples_per_scenario=2,0"), "eval.samples_per_scenario must be at least 1, got 0"),
-        (("generate", "generator.cot_budget=maybe"), "generator.cot_budget must be reject or force")]:
+        (("generate", "generator.cot_budget=maybe"), "generator.cot_budget must be reject or force"),
+        (("config", "eval.temperature=0", "eval.samples_per_scenario=2"), "decodes greedily")]:
         proc = dacli(*args, cwd=tmp_path, check=False)
         assert proc.returncode == 2, args
         assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, proc.stderr
