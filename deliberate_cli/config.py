@@ -247,6 +247,7 @@ def validate(cfg) -> None:
 
     if cfg.generator.cot_budget not in ("reject", "force"):
         raise DacliError(f"generator.cot_budget must be reject or force, got '{cfg.generator.cot_budget}'")
+    _check_report_to(list(cfg.train.report_to))
     # Greedy decoding gives k identical samples: best-of-k would pick among copies, and an eval's n (and
     # so its Wilson interval) would count one answer k times. vLLM and HF generate refuse n > 1 there.
     for key, k in (("generator.samples_per_prompt", cfg.generator.samples_per_prompt),
@@ -257,3 +258,26 @@ def validate(cfg) -> None:
         if k > 1 and cfg[key.split(".")[0]].temperature <= 0:
             raise DacliError(f"{temperature_key}=0 decodes greedily, so the {k} samples of {key} would be "
                              f"identical; set {key}=1 or {temperature_key} above 0")
+
+
+# train.report_to names (transformers' integrations) -> the package each needs.
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml",
+            "clearml": "clearml", "trackio": "trackio", "swanlab": "swanlab", "dvclive": "dvclive",
+            "neptune": "neptune", "aim": "aim"}
+
+
+def _check_report_to(names: List[str]) -> None:
+    """A tracker that is not installed would fail only when training starts, as a traceback."""
+    import importlib.util
+
+    from .errors import DacliError
+
+    for name in names:
+        if name in ("none", "all"):
+            continue
+        if name not in TRACKERS:
+            raise DacliError(f"train.report_to: unknown tracker '{name}'; valid: none, {', '.join(TRACKERS)}")
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            raise DacliError(f"train.report_to names {name}, which is not installed: `pip install {TRACKERS[name]}`"
+                             + (" (then `wandb login`, or WANDB_MODE=offline)" if name == "wandb" else "")
+                             + ", or drop it from train.report_to")

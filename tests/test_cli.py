@@ -2,6 +2,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, dacli
 
 HEAVY = ("torch", "transformers", "trl", "datasets", "vllm")
@@ -47,11 +49,22 @@ def test_settings_that_compose_but_cannot_run_fail_before_any_stage(tmp_path):
         (("generate", "generator.temperature=0.0", "generator.samples_per_prompt=2"), "generator.samples_per_prompt=1"),
         (("run", "-m", "eval.samples_per_scenario=2,0"), "eval.samples_per_scenario must be at least 1, got 0"),
         (("generate", "generator.cot_budget=maybe"), "generator.cot_budget must be reject or force"),
-        (("config", "eval.temperature=0", "eval.samples_per_scenario=2"), "decodes greedily")]:
+        (("config", "eval.temperature=0", "eval.samples_per_scenario=2"), "decodes greedily"),
+        (("train", "train.report_to=[tensorboard,wandbb]"), "unknown tracker 'wandbb'; valid: none, tensorboard, wandb")]:
         proc = dacli(*args, cwd=tmp_path, check=False)
         assert proc.returncode == 2, args
         assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr, proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_tracker_that_is_not_installed_is_named_before_training(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("mlflow") is not None:
+        pytest.skip("mlflow is installed here")
+    proc = dacli("train", "train.report_to=[mlflow]", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "error: train.report_to names mlflow, which is not installed: `pip install mlflow`, or drop it from train.report_to"]
 
 
 def test_config_composes_recipe_and_overrides(tmp_path):
