@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _table import print_ratio
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -80,15 +82,8 @@ def main():
         subprocess.run([sys.executable, "-m", "deliberate_cli", "eval", "am", *overrides], cwd=REPO, check=True,
                        capture_output=True)
         counts = json.loads(next(Path(root).rglob("eval/am/manifest.json")).read_text())["counts"]
-    dacli_tokens, dacli_s = counts["generated_tokens"], counts["engine_seconds"]
-    plain_rate, dacli_rate = plain_tokens / plain_s, dacli_tokens / dacli_s
-    print(f"model={model} scenarios={len(convs)} k={a.k} max_tokens={a.max_tokens} temperature={a.temperature}")
-    print(f"{'side':8} {'tokens':>8} {'seconds':>8} {'tok/s':>8}")
-    print(f"{'plain':8} {plain_tokens:8d} {plain_s:8.1f} {plain_rate:8.1f}")
-    print(f"{'dacli':8} {dacli_tokens:8d} {dacli_s:8.1f} {dacli_rate:8.1f}")
-    print(f"ratio dacli/plain tokens/s: {dacli_rate / plain_rate:.3f} (target >= 0.95); "
-          f"seconds plain/dacli: {plain_s / dacli_s:.3f}")
-
+    print_ratio(f"model={model} scenarios={len(convs)} k={a.k} max_tokens={a.max_tokens} temperature={a.temperature}",
+                (plain_tokens, plain_s), (counts["generated_tokens"], counts["engine_seconds"]), seconds_ratio=True)
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--plain-child"]:

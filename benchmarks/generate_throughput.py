@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _table import print_ratio
+
 REPO = Path(__file__).resolve().parent.parent
 COT_MAX, RESP_MAX, STOP = 128, 128, ["</think>", "\n\n"]
 
@@ -115,14 +117,8 @@ def main():
                        capture_output=True)
         manifest = next(Path(root).glob("store/aft-*/manifest.json"))
         counts = json.loads(manifest.read_text())["history"][-1]
-    dacli_tokens, dacli_s = counts["generated_tokens"], counts["engine_seconds"]
-    plain_rate, dacli_rate = plain_tokens / plain_s, dacli_tokens / dacli_s
-    print(f"backend={a.backend} prompts={a.n} model={model}")
-    print(f"{'side':8} {'tokens':>8} {'seconds':>8} {'tok/s':>8}")
-    print(f"{'plain':8} {plain_tokens:8d} {plain_s:8.1f} {plain_rate:8.1f}")
-    print(f"{'dacli':8} {dacli_tokens:8d} {dacli_s:8.1f} {dacli_rate:8.1f}")
-    print(f"ratio dacli/plain tokens/s: {dacli_rate / plain_rate:.3f} (target >= 0.95)")
-
+    print_ratio(f"backend={a.backend} prompts={a.n} model={model}", (plain_tokens, plain_s),
+                (counts["generated_tokens"], counts["engine_seconds"]))
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--plain-vllm-child"]:
