@@ -250,14 +250,13 @@ def validate(cfg) -> None:
     _check_report_to(list(cfg.train.report_to))
     # Greedy decoding gives k identical samples: best-of-k would pick among copies, and an eval's n (and
     # so its Wilson interval) would count one answer k times. vLLM and HF generate refuse n > 1 there.
-    for key, k in (("generator.samples_per_prompt", cfg.generator.samples_per_prompt),
-                   ("eval.samples_per_scenario", cfg.eval.samples_per_scenario)):
+    for section, count in (("generator", "samples_per_prompt"), ("eval", "samples_per_scenario")):
+        k, key, temperature = cfg[section][count], f"{section}.{count}", f"{section}.temperature"
         if k < 1:
             raise DacliError(f"{key} must be at least 1, got {k}")
-        temperature_key = key.split(".")[0] + ".temperature"
-        if k > 1 and cfg[key.split(".")[0]].temperature <= 0:
-            raise DacliError(f"{temperature_key}=0 decodes greedily, so the {k} samples of {key} would be "
-                             f"identical; set {key}=1 or {temperature_key} above 0")
+        if k > 1 and cfg[section].temperature <= 0:
+            raise DacliError(f"{temperature}=0 decodes greedily, so the {k} samples of {key} would be "
+                             f"identical; set {key}=1 or {temperature} above 0")
 
 
 # train.report_to names (transformers' integrations) -> the package each needs.

@@ -243,7 +243,8 @@ def _judge_shards(cfg, spec: Spec, shards: Path, engines: "_Engines") -> None:
     j = cfg.judge
     for (start, stop), files in _shard_files(shards).items():
         if "judged" in files:
-            files.get("samples", Path("/nonexistent")).unlink(missing_ok=True)
+            if "samples" in files:  # judged, then killed before the samples file went
+                files["samples"].unlink()
             continue
         chunk = rundir.read_parquet(files["samples"])
         todo = [s for s in chunk if s["judge_verdict"] == "keep"]
