@@ -53,10 +53,20 @@ def scenarios(family: Dict[str, Any]) -> List[Dict[str, Any]]:
     out = []
     for values in itertools.product(*(axes[a].keys() for a in names)):
         variables = dict(family.get("variables") or {})
-        variables.update({a: str(axes[a][v]).strip() for a, v in zip(names, values)})
+        from_axes = list(names)
+        for a, v in zip(names, values):
+            # An axis value is a text (the variable named after the axis) or a mapping of several
+            # variables (e.g. a goal statement and the board's opposite direction for one goal value).
+            chosen = axes[a][v]
+            if isinstance(chosen, dict):
+                variables.update({k: str(t).strip() for k, t in chosen.items()})
+                from_axes += list(chosen)
+                variables.setdefault(a, v)
+            else:
+                variables[a] = str(chosen).strip()
         filled = _Strict(variables, family["source"])
         # Axis texts may themselves use variables ({domain} inside an email), so fill them first.
-        for a in names:
+        for a in from_axes:
             variables[a] = variables[a].format_map(filled)
         filled = _Strict(variables, family["source"])
         out.append({
