@@ -23,6 +23,8 @@ class ModelConfig:
     chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)
     max_model_len: int = 4096
     trust_remote_code: bool = False
+    # The model family's name: what `eval.agent_name=auto` calls the AM agent (the MSM paper: "Qwen").
+    family: Optional[str] = None
 
 
 @dataclass
@@ -170,29 +172,58 @@ class TrainConfig:
 
 
 @dataclass
-class ClassifierJudgeConfig:
-    """The optional LLM-judge layer: decides the samples the deterministic layer marks ambiguous."""
+class GraderConfig:
+    """The LLM grader. AM: the public eval's classifiers grade every sample; prompt evals: it decides
+    the samples the deterministic layer marks ambiguous."""
 
     enabled: bool = False
-    # Which model judges and how it runs (any backend; model_path or served_model_name names it).
+    # Which model grades and how it runs (any backend; model_path or served_model_name names it).
     engine: EngineConfig = field(default_factory=lambda: EngineConfig(backend="openai"))
-    max_tokens: int = 256
+    max_tokens: int = 1024
+    max_model_len: int = 16384
+    temperature: float = 0.0
+    # A grader answer without one final <answer>yes|no</answer> is asked again, up to this many times
+    # in all; then the sample is unscored (in neither k nor n).
+    attempts: int = 3
+    # AM: which grader verdict the headline rate counts: classifier_verdict (the grader's own answer,
+    # the MSM paper's metric) or harmful (upstream's verdict, with its mechanical gate).
+    verdict: str = "classifier_verdict"
+
+
+@dataclass
+class UpstreamConfig:
+    """The public agentic-misalignment eval's conditions (inspect-evals' generator), crossed."""
+
+    scenarios: List[str] = field(default_factory=list)  # blackmail | leaking | murder; [] = none
+    goal_types: List[str] = field(default_factory=lambda: ["explicit"])
+    goal_values: List[str] = field(default_factory=lambda: ["america"])
+    urgencies: List[str] = field(default_factory=lambda: ["replacement"])
+    # None | dont | goal
+    extra_instructions: List[Optional[str]] = field(default_factory=lambda: [None])
+    # true drops the secret scratchpad from the system prompt; auto = true when the model thinks natively.
+    prod: List[str] = field(default_factory=lambda: ["auto"])
 
 
 @dataclass
 class EvalConfig:
     name: str = MISSING
+    # Which runner (am | prompted | grader_check), the metric's name, and the verdict the rate counts.
+    runner: str = MISSING
+    metric: str = MISSING
+    counts: str = MISSING
     # am: the scenario families (files under deliberate_cli/assets/am/), each crossed over its axes.
     families: List[str] = field(default_factory=list)
+    # am: the public eval's conditions (see docs/evals.md).
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     # am: only the conditions matching one of these patterns (fnmatch, e.g. "*_none_none"); [] = all.
     conditions: List[str] = field(default_factory=list)
-    # am: also run conditions from a local checkout of the public agentic-misalignment repository,
-    # named as it names them, e.g. blackmail_explicit-america_replacement (see docs/evals.md).
-    upstream_dir: Optional[str] = None
-    upstream_conditions: List[str] = field(default_factory=list)
+    # am: the agent's name; None keeps each scenario's own ("Alex" upstream), auto = model.family.
+    agent_name: Optional[str] = None
+    # am: samples per shard; each shard is written when done and a killed eval resumes after it.
+    shard_size: int = 64
     # Prompt evals (harmful_compliance, over_refusal): a JSONL file; None = the bundled set.
     prompts: Optional[str] = None
-    # Prompt evals: what the LLM-judge layer is told to tell apart.
+    # Prompt evals: what the grader is told to tell apart.
     rubric: str = ""
     samples_per_scenario: int = 4
     temperature: float = 0.7
@@ -204,8 +235,10 @@ class EvalConfig:
     # `dacli run` also evaluates the untrained model, once per model and eval settings (the report's
     # baseline row); it is cached in the store and linked from every run dir.
     baseline: bool = True
+    # Write an Inspect log (<eval dir>/inspect/*.eval) that `inspect view` opens.
+    inspect_log: bool = True
     engine: EngineConfig = field(default_factory=EngineConfig)
-    classifier_judge: ClassifierJudgeConfig = field(default_factory=ClassifierJudgeConfig)
+    grader: GraderConfig = field(default_factory=GraderConfig)
 
 
 @dataclass
@@ -248,6 +281,14 @@ def validate(cfg) -> None:
     if cfg.generator.cot_budget not in ("reject", "force"):
         raise DacliError(f"generator.cot_budget must be reject or force, got '{cfg.generator.cot_budget}'")
     _check_report_to(list(cfg.train.report_to))
+    g = cfg.eval.grader
+    if g.verdict not in ("classifier_verdict", "harmful"):
+        raise DacliError(f"eval.grader.verdict must be classifier_verdict or harmful, got '{g.verdict}'")
+    if g.enabled and not (g.engine.model_path or g.engine.served_model_name):
+        raise DacliError(f"eval {cfg.eval.name} grades with an LLM (eval.grader.enabled=true) but names no grader model: "
+                         "set eval.grader.engine.model_path=/a/local/model (with eval.grader.engine.backend=vllm or "
+                         "transformers) or eval.grader.engine.served_model_name=NAME with eval.grader.engine.base_url=URL, "
+                         "or eval.grader.enabled=false for the deterministic layer and its bounds")
     # Greedy decoding gives k identical samples: best-of-k would pick among copies, and an eval's n (and
     # so its Wilson interval) would count one answer k times. vLLM and HF generate refuse n > 1 there.
     for section, count in (("generator", "samples_per_prompt"), ("eval", "samples_per_scenario")):

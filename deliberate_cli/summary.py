@@ -12,7 +12,7 @@ _SHOWN = {
     "msm": ("kept", "tokens", "near_duplicates_or_empty", "genres"),
     "midtrain": ("examples", "steps", "first_loss", "last_loss", "truncated"),
     "sft": ("examples", "steps", "first_loss", "last_loss", "max_length", "truncated", "resumed_from_step"),
-    "eval": ("rate", "ci_low", "ci_high", "n"),
+    "eval": ("rate", "ci_low", "ci_high", "n", "bounds", "unscored"),
 }
 
 
@@ -58,7 +58,14 @@ def artefacts(cfg, results: Dict[str, Dict[str, Any]]) -> None:
 
 
 def _cell(r: Dict[str, Any]) -> str:
-    return f"{r['k']}/{r['n']}  {100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
+    """k/n, rate, 95% Wilson interval; while ambiguous samples remain the rate is a lower bound, so its
+    bounds [ambiguous as benign, ambiguous as harmful] follow; unscored samples are named."""
+    cell = f"{r['k']}/{r['n']}  {100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
+    if r.get("bounds"):
+        cell += f"  bounds {100 * r['bounds'][0]:.1f}-{100 * r['bounds'][1]:.1f}% ({r['ambiguous']} ambiguous)"
+    if r.get("unscored"):
+        cell += f"  +{r['unscored']} unscored"
+    return cell
 
 
 def rates_table(results: Dict[str, Dict[str, Any]]) -> None:
@@ -91,10 +98,24 @@ def rates_table(results: Dict[str, Dict[str, Any]]) -> None:
             cells.append(_cell(row) if row else "-")
         table.add_row(name if group == "conditions" else f"[italic]{name} (family)[/]", *cells)
     table.add_row("[bold]overall[/]", *(f"[bold]{_cell(sc['overall'])}[/]" for sc in scores.values()))
+    if len(first.get("conditions", [])) > 1:
+        table.add_row("mean over conditions", *(_mean(sc.get("mean_over_conditions")) for sc in scores.values()))
     console.print(table)
-    notes = [f"{sc['model']}: {sc['ambiguous']} ambiguous (in n, not in k), "
-             f"CoT cites the policy in {sc['cot_citation']['k']}/{sc['cot_citation']['n']}" for sc in scores.values()]
+    notes = []
+    for sc in scores.values():
+        grader = sc.get("grader") or {}
+        how = (f"graded by {grader['grader']} ({grader.get('verdict', 'verdict')})" if grader.get("enabled") and grader.get("grader")
+               else "deterministic layer only: the rate is a lower bound while samples are ambiguous" if sc.get("ambiguous")
+               else "deterministic layer only")
+        notes.append(f"{sc['model']}: {how}; CoT cites the policy in {sc['cot_citation']['k']}/{sc['cot_citation']['n']}")
     console.print("; ".join(notes), highlight=False)
+
+
+def _mean(m: Dict[str, Any]) -> str:
+    if not m or not m.get("conditions"):
+        return "-"
+    cell = f"{100 * m['rate']:.1f}%"
+    return cell + (f"  bounds {100 * m['bounds'][0]:.1f}-{100 * m['bounds'][1]:.1f}%" if m.get("bounds") else "")
 
 
 def failed(run: Path, stage: str, code: int) -> None:

@@ -1,10 +1,12 @@
-"""`dacli eval <name>`: pick the model (trained checkpoint, base, or a path), run the named eval
-through a backend in one batched pass, classify (deterministic layer, then the optional LLM judge for
-what it found ambiguous), score, and write samples.jsonl + scores.json + manifest.json.
+"""`dacli eval <name>`: conf/eval/<name>.yaml names its runner (am | prompted | grader_check), its
+metric and the verdict the rate counts; this module picks the model (trained checkpoint, base, or a
+path), runs the runner into `<eval dir>.partial/`, scores, and writes samples.jsonl + scores.json +
+manifest.json (+ an Inspect log).
 
-Each eval module provides `run(cfg, backend, model_label) -> (samples, info)`, every sample carrying
-a `verdict`, its `reason`, the `layer` that decided, a `condition`, `choices` and a `rubric` for the
-judge layer, and the `policy_ids` it is about; scoring (rates with 95% Wilson intervals) is shared.
+A runner is `run(cfg, work_dir, model_path, model_cfg, label) -> (samples, info)`; it opens the
+engines it needs and may leave resumable shards in work_dir. Every sample carries a `verdict`, its
+`reason` or `deterministic` record, the `layer` that decided, a `condition` and the `policy_ids` it
+is about; scoring (rates with 95% Wilson intervals and bounds) is shared.
 """
 import json
 import time
@@ -16,15 +18,9 @@ from omegaconf import OmegaConf
 from .. import rundir
 from ..errors import DacliError
 from ..models import is_model_dir, resolve
-from . import am, judge_layer, prompted
-from .scoring import citation, score_rows
+from .scoring import citation, mean_over, score_rows
 
-# name -> (runner, metric, the verdict the metric counts)
-EVALS = {
-    "am": (am.run, "am_rate", "harmful"),
-    "harmful_compliance": (prompted.run, "compliance_rate", "complied"),
-    "over_refusal": (prompted.run, "refusal_rate", "refused"),
-}
+RUNNERS = {"am": "deliberate_cli.evals.am:run", "prompted": "deliberate_cli.evals.prompted:run"}
 
 
 def pick_model(cfg) -> Tuple[str, str, Dict[str, Dict[str, str]]]:
@@ -57,6 +53,10 @@ def _model_cfg(cfg):
 
 def run(cfg) -> Dict[str, Any]:
     """The eval of eval.checkpoint (by default the run's trained checkpoint), into <run>/eval/<name>/."""
+    if cfg.eval.runner == "grader_check":  # checks the grader on the labelled set; evaluates no model
+        from . import grader_check
+
+        return grader_check.run(cfg)
     model_path, label, inputs = pick_model(cfg)
     return _evaluate(cfg, model_path, label, inputs, None)
 
@@ -64,59 +64,98 @@ def run(cfg) -> Dict[str, Any]:
 def run_baseline(cfg) -> Dict[str, Any]:
     """The untrained model's eval, once per model and eval settings: into the store, linked from every
     run dir as eval/<name>-baseline, so a sweep has one baseline row (eval.baseline=false skips it)."""
-    if not cfg.eval.baseline:
+    if not cfg.eval.baseline or cfg.eval.runner == "grader_check":
         return {"skipped": True, "dir": ""}
     return _evaluate(cfg, resolve(cfg.model), "base", {}, "baseline")
 
 
+def _runner(cfg):
+    import importlib
+
+    if cfg.eval.runner not in RUNNERS:
+        raise DacliError(f"eval '{cfg.eval.name}': unknown runner '{cfg.eval.runner}'; valid: {', '.join(RUNNERS)}")
+    module, func = RUNNERS[cfg.eval.runner].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
 def _evaluate(cfg, model_path: str, label: str, inputs: Dict[str, Dict[str, str]], shared) -> Dict[str, Any]:
     name = cfg.eval.name
-    if name not in EVALS:
-        raise DacliError(f"unknown eval '{name}'; valid: {', '.join(EVALS)}")
+    run_eval = _runner(cfg)
     model_cfg = _model_cfg(cfg)
-    settings = {k: v for k, v in OmegaConf.to_container(cfg.eval, resolve=True).items() if k not in ("checkpoint", "baseline")}
-    subset = {"eval": settings, "model": model_path,
-              "chat_template_kwargs": OmegaConf.to_container(model_cfg.chat_template_kwargs)}
+    settings = {k: v for k, v in OmegaConf.to_container(cfg.eval, resolve=True).items()
+                if k not in ("checkpoint", "baseline", "inspect_log")}
+    subset = {"eval": settings, "model": model_path, "agent_family": cfg.model.family,
+              "chat_template_kwargs": OmegaConf.to_container(model_cfg.chat_template_kwargs),
+              "content": _content(cfg)}
     if shared:
         out = rundir.store_dir(cfg) / f"eval-{name}-{shared}-{rundir.config_hash(subset)}"
         with rundir.locked(out):
-            result = _score(cfg, name, model_path, label, inputs, subset, out, model_cfg)
+            result = _score(cfg, run_eval, model_path, label, inputs, subset, out, model_cfg)
         rundir.link(cfg, f"eval/{name}-{shared}", out)
         return result
-    return _score(cfg, name, model_path, label, inputs, subset, rundir.eval_dir(cfg, name), model_cfg)
+    return _score(cfg, run_eval, model_path, label, inputs, subset, rundir.eval_dir(cfg, name), model_cfg)
 
 
-def _score(cfg, name, model_path, label, inputs, subset, out, model_cfg) -> Dict[str, Any]:
-    from ..backends import open_backend
+def _content(cfg) -> Dict[str, str]:
+    """The content an eval's samples depend on beyond its config: the rendered scenarios and their
+    classifier settings (AM), or the prompt file (prompt evals), and the grader package's version."""
+    if cfg.eval.runner == "am":
+        from . import am, upstream
 
-    run_eval, metric, flag = EVALS[name]
+        return {"scenarios": am.fingerprint(am.load(cfg)), "inspect_evals": upstream.package_version()}
+    if cfg.eval.runner == "prompted":
+        import hashlib
+
+        from .prompted import prompt_file
+
+        return {"prompts": hashlib.sha256(prompt_file(cfg.eval).read_bytes()).hexdigest()}
+    return {}
+
+
+def _score(cfg, run_eval, model_path, label, inputs, subset, out, model_cfg) -> Dict[str, Any]:
+    e = cfg.eval
     if rundir.is_fresh(out, subset, inputs):
         return {"dir": str(out), "cached": True, **json.loads((out / "scores.json").read_text())["overall"]}
     started = time.time()
-    backend = open_backend(cfg.eval.engine, model_path, model_cfg)
-    try:
+    with rundir.atomic_dir(out, resume=subset) as tmp:
         t0 = time.time()
-        samples, info = run_eval(cfg, backend, label)
+        samples, info = run_eval(cfg, tmp, model_path, model_cfg, label)
         engine_seconds = time.time() - t0
-    finally:
-        backend.close()
-    j = cfg.eval.classifier_judge
-    judged = judge_layer.resolve(cfg, samples, j.engine.model_path or j.engine.served_model_name or "")
-    overall, rows = score_rows(samples, flag=flag)
-    _, families = score_rows(samples, group_key="family", flag=flag)
-    # The eval's own facts first, so that none of them can overwrite a computed score.
-    scores = {**info, "eval": name, "metric": metric, "counts": flag, "model": label, "model_path": model_path,
-              "overall": overall, "conditions": rows, "families": families,
-              "ambiguous": sum(s["verdict"] == "ambiguous" for s in samples),
-              "layers": {layer: sum(s["layer"] == layer for s in samples) for layer in ("deterministic", "llm_judge")},
-              "classifier_judge": judged, "cot_citation": citation(samples)}
-    timing = {"engine_seconds": round(engine_seconds, 2),
-              "generated_tokens": sum(s["completion_tokens"] for s in samples)}
-    with rundir.atomic_dir(out) as tmp:
+        overall, rows = score_rows(samples, flag=e.counts)
+        _, families = score_rows(samples, group_key="family", flag=e.counts)
+        # The eval's own facts first, so that none of them can overwrite a computed score.
+        scores = {**info, "eval": e.name, "metric": e.metric, "counts": e.counts, "model": label,
+                  "model_path": model_path, "overall": overall, "mean_over_conditions": mean_over(rows),
+                  "conditions": rows, "families": families, "ambiguous": overall["ambiguous"],
+                  "unscored": overall["unscored"],
+                  "layers": {layer: sum(s["layer"] == layer for s in samples) for layer in ("deterministic", "grader")},
+                  "cot_citation": citation(samples)}
+        if e.runner == "am":
+            scores["deterministic"] = _deterministic(samples)
+            if e.grader.enabled:
+                for verdict in ("harmful", "classifier_verdict"):
+                    o, r = score_rows(samples, flag="harmful", field=verdict)
+                    scores[verdict] = {"overall": o, "mean_over_conditions": mean_over(r), "conditions": r}
+        timing = {"engine_seconds": round(engine_seconds, 2),
+                  "generated_tokens": sum(s["completion_tokens"] for s in samples)}
         with (tmp / "samples.jsonl").open("w") as f:
             for s in samples:
                 f.write(json.dumps(s) + "\n")
         rundir.write_json(tmp / "scores.json", scores)
+        if e.inspect_log:
+            from .inspect_log import write as write_inspect_log
+
+            scores["inspect_log"] = write_inspect_log(cfg, tmp, samples, scores)
+            rundir.write_json(tmp / "scores.json", scores)
         rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(
-            f"eval_{name}", subset, inputs, {"samples": len(samples), flag: overall["k"], **timing}, started))
-    return {"dir": str(out), "cached": False, **overall, "ambiguous": scores["ambiguous"], **timing}
+            f"eval_{e.name}", subset, inputs, {"samples": len(samples), e.counts: overall["k"], **timing}, started))
+        for shard in list(tmp.glob("gen-*.jsonl")) + list(tmp.glob("graded-*.jsonl")):
+            shard.unlink()
+    return {"dir": str(out), "cached": False, **overall, **timing}
+
+
+def _deterministic(samples) -> Dict[str, Any]:
+    """The deterministic layer's own rate with its bounds, whatever the headline counts."""
+    flat = [{"condition": s["condition"], "verdict": s["deterministic"]["verdict"]} for s in samples]
+    overall, rows = score_rows(flat, flag="harmful")
+    return {"overall": overall, "mean_over_conditions": mean_over(rows), "conditions": rows}

@@ -1,5 +1,5 @@
-"""The optional second classifier layer: an LLM judge (any backend) for what the deterministic
-layer marked ambiguous.
+"""Prompt evals' second layer: the grader model (`eval.grader`, any backend) decides what the
+deterministic layer marked ambiguous. (AM samples are graded by grader.py instead.)
 
 It sees the rubric, the conversation the model was given (last user turn) and the model's full
 output, and must answer `VERDICT: <one of the sample's choices>` and `REASON: …`. A verdict it
@@ -36,12 +36,12 @@ def resolve(cfg, samples: List[Dict[str, Any]], judge_label: str) -> Dict[str, A
 
     from ..backends import Sampling, open_backend
 
-    j = cfg.eval.classifier_judge
+    j = cfg.eval.grader
     todo = [s for s in samples if s["verdict"] == "ambiguous"]
     if not todo or not j.enabled:
         return {"enabled": bool(j.enabled), "asked": 0}
     # The judge is its own model: none of the evaluated model's chat-template settings apply to it.
-    backend = open_backend(j.engine, judge_label, OmegaConf.create({"max_model_len": cfg.model.max_model_len,
+    backend = open_backend(j.engine, judge_label, OmegaConf.create({"max_model_len": j.max_model_len,
                                                                      "chat_template_kwargs": {}}))
     try:
         outs = backend.chat([_prompt(s) for s in todo], Sampling(j.max_tokens, 0.0, 1.0, 1, j.engine.seed))
@@ -51,7 +51,7 @@ def resolve(cfg, samples: List[Dict[str, Any]], judge_label: str) -> Dict[str, A
     for s, (out,) in zip(todo, outs):
         got = parse(out.text, s["choices"])
         s["deterministic"] = {"verdict": s["verdict"], "reason": s["reason"]}
-        s["layer"] = "llm_judge"
+        s["layer"] = "grader"
         s["judge_output"] = out.text
         if got["verdict"]:
             decided += 1

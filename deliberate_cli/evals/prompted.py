@@ -20,8 +20,15 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets" / "evals"
 _LONG_REFUSAL = 400
 
 
-def load_items(e) -> List[Dict[str, Any]]:
+def prompt_file(e) -> Path:
     path = Path(e.prompts).expanduser() if e.prompts else ASSETS / f"{e.name}.jsonl"
+    if not path.is_file():
+        raise DacliError(f"eval prompt file not found: {path}")
+    return path
+
+
+def load_items(e) -> List[Dict[str, Any]]:
+    path = prompt_file(e)
     if not path.is_file():
         raise DacliError(f"eval prompt file not found: {path}")
     try:
@@ -44,18 +51,27 @@ def verdict_of(answer: str, refused_is: str, complied_is: str) -> Tuple[str, str
     return complied_is, "no refusal detected"
 
 
-def run(cfg, backend, model_label: str) -> Tuple[List[Dict], Dict[str, Any]]:
-    from ..backends import Sampling
+def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[List[Dict], Dict[str, Any]]:
+    """One batched pass (these sets are small), then the grader for what the refusal detector left
+    ambiguous, when eval.grader is enabled."""
+    from ..backends import Sampling, open_backend
+    from . import judge_layer
 
     e = cfg.eval
     items = load_items(e)
     convs = [[{"role": "user", "content": it["prompt"]}] for it in items]
-    outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, 1.0, e.samples_per_scenario, e.engine.seed))
+    backend = open_backend(e.engine, model_path, model_cfg)
+    try:
+        outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, 1.0, e.samples_per_scenario, e.engine.seed))
+    finally:
+        backend.close()
+    # the refusal detector's two outcomes, named as this eval's metric counts them
+    refused, complied = ("refused", "complied")
     samples = []
     for conv, it, completions in zip(convs, items, outs):
         for k, c in enumerate(completions):
             cot, answer = split_cot(c.text)
-            verdict, reason = verdict_of(answer, "refused", "complied")
+            verdict, reason = verdict_of(answer, refused, complied)
             samples.append({
                 "family": e.name, "condition": it.get("category") or "all", "prompt_id": it.get("id", ""),
                 "sample": k, "model": model_label, "policy_ids": list(it.get("policy_ids") or []),
@@ -63,4 +79,5 @@ def run(cfg, backend, model_label: str) -> Tuple[List[Dict], Dict[str, Any]]:
                 "verdict": verdict, "reason": reason, "layer": "deterministic", "choices": ["complied", "refused"],
                 "rubric": e.rubric, "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens,
             })
-    return samples, {"prompts": len(items)}
+    judged = judge_layer.resolve(cfg, samples, e.grader.engine.model_path or e.grader.engine.served_model_name or "")
+    return samples, {"prompts": len(items), "grader": judged}

@@ -1,0 +1,105 @@
+"""`dacli eval am_grader_check`: validate a grader before spending a sweep on it.
+
+Runs the configured `eval.grader` (and the deterministic layer) over the labelled set of agent
+outputs in assets/am/labelled.jsonl (our own writing, in the public eval's format: clear harmful,
+clear benign and the hard middle, for blackmail, leaking, murder and exfiltration) and prints, per
+scenario, the grader's agreement with the labels and Cohen's kappa, and how many the deterministic
+layer decided and got wrong. Writes report.json into <run>/eval/am_grader_check/.
+"""
+import json
+from functools import lru_cache
+from typing import Any, Dict, List, Optional, Tuple
+
+from omegaconf import OmegaConf
+
+from .am import ASSETS, classify_sample, load_family, scenarios
+
+LABELLED = ASSETS / "labelled.jsonl"
+
+
+@lru_cache(maxsize=None)
+def _context(scenario: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The (family, scenario) a labelled output answers: the public eval's condition
+    `{scenario}_explicit-america_replacement`, or our exfiltration family."""
+    if scenario == "exfiltration":
+        family = load_family("exfiltration")
+        return family, scenarios(family)[0]
+    from ..config import UpstreamConfig
+    from . import upstream
+
+    u = OmegaConf.structured(UpstreamConfig(scenarios=[scenario], prod=["false"]))
+    return upstream.scenarios(u)[0]
+
+
+def load() -> List[Dict[str, Any]]:
+    return [json.loads(line) for line in LABELLED.read_text().splitlines() if line.strip()]
+
+
+def deterministic(item: Dict[str, Any]) -> Tuple[str, str]:
+    family, scen = _context(item["scenario"])
+    d = classify_sample(family, scen, item["response"])["deterministic"]
+    return d["verdict"], d["reason"]
+
+
+def kappa(pairs: List[Tuple[str, str]]) -> Optional[float]:
+    """Cohen's kappa of (label, verdict) pairs; None when chance agreement is total."""
+    n = len(pairs)
+    if not n:
+        return None
+    observed = sum(a == b for a, b in pairs) / n
+    cats = {a for a, _ in pairs} | {b for _, b in pairs}
+    chance = sum((sum(a == c for a, _ in pairs) / n) * (sum(b == c for _, b in pairs) / n) for c in cats)
+    return None if chance == 1 else (observed - chance) / (1 - chance)
+
+
+def run(cfg) -> Dict[str, Any]:
+    from .. import rundir
+    from ..errors import DacliError
+    from . import grader
+
+    if not cfg.eval.grader.enabled:
+        raise DacliError("am_grader_check checks a grader: set eval.grader.enabled=true and name its model "
+                         "(eval.grader.engine.model_path or served_model_name)")
+    items = load()
+    samples = []
+    for item in items:
+        family, scen = _context(item["scenario"])
+        sample = {"response": item["response"], **classify_sample(family, scen, item["response"])}
+        samples.append((family, scen, sample))
+    backend, name = grader.open_grader(cfg)
+    try:
+        grader.grade(cfg, backend, samples)
+    finally:
+        backend.close()
+    rows = []
+    for scenario in sorted({i["scenario"] for i in items}):
+        pick = [(i, s) for i, (_, _, s) in zip(items, samples) if i["scenario"] == scenario]
+        scored = [(i["label"], s["grader"][cfg.eval.grader.verdict]) for i, s in pick
+                  if s["grader"]["classifier_verdict"] != "unscored"]
+        det = [(i["label"], s["deterministic"]["verdict"]) for i, s in pick]
+        k = kappa(scored)
+        rows.append({"scenario": scenario, "n": len(pick), "unscored": len(pick) - len(scored),
+                     "agreement": sum(a == b for a, b in scored) / len(scored) if scored else None,
+                     "kappa": k, "deterministic_decided": sum(v != "ambiguous" for _, v in det),
+                     "deterministic_wrong": sum(v not in ("ambiguous", a) for a, v in det)})
+    report = {"grader": name, "verdict": cfg.eval.grader.verdict, "labelled": str(LABELLED), "rows": rows,
+              "samples": [{"id": i["id"], "label": i["label"], "grader": s["grader"], "deterministic": s["deterministic"]}
+                          for i, (_, _, s) in zip(items, samples)]}
+    out = rundir.eval_dir(cfg, cfg.eval.name)
+    rundir.write_json(out / "report.json", report)
+    _print(report)
+    return {"dir": str(out), "grader": name, "items": len(items)}
+
+
+def _print(report: Dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    table = Table(title=f"grader {report['grader']} ({report['verdict']}) on the labelled set", title_justify="left")
+    for col in ("scenario", "n", "unscored", "agreement", "Cohen's kappa", "deterministic decided", "deterministic wrong"):
+        table.add_column(col, justify="left" if col == "scenario" else "right")
+    for r in report["rows"]:
+        table.add_row(r["scenario"], str(r["n"]), str(r["unscored"]), fmt(r["agreement"]), fmt(r["kappa"]),
+                      str(r["deterministic_decided"]), str(r["deterministic_wrong"]))
+    Console().print(table)
