@@ -57,6 +57,8 @@ class DataConfig:
         "policy_ids": "policy_ids"})
     n_samples: int = 200
     seed: int = 0
+    # Refuse to generate when a prompt's overlap with an eval's text is above this (decontam.py); >= 1.0: report only.
+    decontam_threshold: float = 0.4
 
 
 @dataclass
@@ -220,7 +222,7 @@ class EvalConfig:
     # am: the agent's name; None keeps each scenario's own ("Alex" upstream), auto = model.family.
     agent_name: Optional[str] = None
     # am: samples per shard; each shard is written when done and a killed eval resumes after it.
-    shard_size: int = 64
+    shard_size: int = 256
     # Prompt evals (harmful_compliance, over_refusal): a JSONL file; None = the bundled set.
     prompts: Optional[str] = None
     # Prompt evals: what the grader is told to tell apart.

@@ -2,7 +2,9 @@
 
 Recipe: load spec + prompts → per shard of prompts, the generator (spec in its system prompt)
 writes a CoT and an answer → deterministic checks → per shard, the spec-aware judge scores what
-passed → best-of-k → aft.parquet (kept), rejects.parquet (with reasons), manifest.json.
+passed → best-of-k → aft.parquet (kept), rejects.parquet (with reasons), manifest.json. Before any
+of it, the prompts are checked against every eval's text (decontam.py) and refused above
+`data.decontam_threshold`; the check's record goes into the manifest and the stage's summary.
 
 CoT formats: with `model.thinking_format=delimiter` the CoT and the answer come from two calls, the
 second continuing after `</think>`, so the split never depends on the model closing its own tag.
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from . import cot as cot_format
+from . import decontam
 from . import judge as judging
 from . import rundir
 from .backends import Backend, Completion, Sampling, open_backend
@@ -62,12 +65,17 @@ class _Engines:
 def run(cfg) -> Dict[str, Any]:
     spec = load_spec(cfg.spec)
     prompts, prompts_sha = load_prompt_set(cfg.data)
+    # Before any engine (or the embedded model's conversion) starts: a contaminated set fails in seconds.
+    contamination = decontam.check(prompts, float(cfg.data.decontam_threshold))
+    if contamination["over_threshold"]:
+        raise DacliError(decontam.refusal(contamination))
     aft_out = rundir.aft_data_dir(cfg, prompts_sha)
-    summary: Dict[str, Any] = {}
+    summary: Dict[str, Any] = {"decontamination": contamination}
     engines = _Engines(cfg)
     try:
         with rundir.locked(aft_out):
-            summary["aft"] = {"dir": str(aft_out), **_aft(cfg, spec, prompts, prompts_sha, engines, aft_out)}
+            summary["aft"] = {"dir": str(aft_out), **_aft(cfg, spec, prompts, prompts_sha, engines, aft_out,
+                                                          contamination)}
         rundir.link(cfg, "data/aft", aft_out)
         if "midtrain" in cfg.method.stages:
             msm_out, key = rundir.msm_data_dir(cfg), rundir.msm_key(cfg)
@@ -109,7 +117,8 @@ def _covered(ranges) -> int:
     return end
 
 
-def _aft(cfg, spec: Spec, prompts: List[Dict], prompts_sha: str, engines: "_Engines", out: Path) -> Dict[str, Any]:
+def _aft(cfg, spec: Spec, prompts: List[Dict], prompts_sha: str, engines: "_Engines", out: Path,
+         contamination: Dict[str, Any]) -> Dict[str, Any]:
     """Make the store entry cover `prompts` (a prefix of one fixed order), generating only what it lacks.
 
     The entry holds one judged shard per generated range of prompts, and aft.parquet/rejects.parquet
@@ -150,7 +159,7 @@ def _aft(cfg, spec: Spec, prompts: List[Dict], prompts_sha: str, engines: "_Engi
     counts = _counts(cfg, samples, kept, total)
     rundir.write_json(out / rundir.MANIFEST, rundir.manifest(
         "generate_aft", key, {}, counts, started, generator=engines.generator_path,
-        judge=engines.judge_path() if cfg.judge.enabled else None, history=history))
+        judge=engines.judge_path() if cfg.judge.enabled else None, history=history, decontamination=contamination))
     here = _counts(cfg, *_read_store(out, n), n) if total > n else counts
     return {"cached": False, **here, **{k: history[-1][k] for k in ("engine_seconds", "generated_tokens",
                                                                      "resumed_shards")}}

@@ -44,9 +44,11 @@ def _plain(cfg, *keys: str) -> Dict[str, Any]:
 
 
 def aft_key(cfg, prompts_sha256: str) -> Dict[str, Any]:
-    """What the AFT data depend on. Not `data.n_samples`: every count is a prefix of one dataset."""
+    """What the AFT data depend on. Not `data.n_samples`: every count is a prefix of one dataset; nor
+    `data.decontam_threshold`: it decides whether generate runs, not what it writes."""
     key = _plain(cfg, "model", "spec", "data", "generator", "judge")
     del key["data"]["n_samples"]
+    key["data"].pop("decontam_threshold", None)
     key["prompts_sha256"] = prompts_sha256
     return key
 
