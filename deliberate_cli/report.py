@@ -39,12 +39,35 @@ def collect(root: Path) -> Dict[str, Any]:
             seen_baselines.add(str(path.resolve()))
             rows.append({**key, "method": "baseline" if baseline else key["method"], "eval": s["eval"],
                          "metric": s["metric"], **s["overall"], "ambiguous": s.get("ambiguous", 0),
-                         "cot_citation": s.get("cot_citation"), "conditions": s.get("conditions", [])})
+                         "cot_citation": s.get("cot_citation"), "conditions": s.get("conditions", []),
+                         "families": s.get("families", []), "mean_over_conditions": s.get("mean_over_conditions")})
     return {"rows": rows, "missing": missing, "failed": failed}
 
 
 def _cell(r: Dict[str, Any]) -> str:
-    return f"{100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}] (n={r['n']})"
+    cell = f"{100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}] (n={r['n']})"
+    if r.get("ambiguous"):  # ambiguous samples left: the rate is a lower bound
+        cell += f", bounds {100 * r['bounds'][0]:.1f}–{100 * r['bounds'][1]:.1f}%"
+    return cell
+
+
+def _mean(r: Dict[str, Any]) -> str:
+    m = r.get("mean_over_conditions") or {}
+    if not m.get("conditions"):
+        return "–"
+    cell = f"{100 * m['rate']:.1f}% ({m['conditions']} conditions)"
+    return cell + (f", bounds {100 * m['bounds'][0]:.1f}–{100 * m['bounds'][1]:.1f}%" if m.get("bounds") and m["bounds"][0] != m["bounds"][1] else "")
+
+
+def _table(rows: List[Dict[str, Any]], counts: List[int], cell) -> List[str]:
+    table: Dict[str, Dict[int, str]] = defaultdict(dict)
+    for r in rows:
+        if r["method"] == "baseline":
+            table["baseline"] = {c: cell(r) for c in counts}
+        else:
+            table[r["method"]][r["n_samples"]] = cell(r)
+    return [f"| {m} | " + " | ".join(table[m].get(c, "–") for c in counts) + " |"
+            for m in sorted(table, key=lambda m: (m != "baseline", m))] + [""]
 
 
 def markdown(data: Dict[str, Any]) -> str:
@@ -57,15 +80,20 @@ def markdown(data: Dict[str, Any]) -> str:
         lines += [f"## {metric} (rate, 95% Wilson interval, n)", "",
                   "| method | " + " | ".join(f"{c} AFT samples" for c in counts) + " |",
                   "|---|" + "---|" * len(counts)]
-        table: Dict[str, Dict[int, str]] = defaultdict(dict)
-        for r in rows:
-            if r["method"] == "baseline":
-                table["baseline"] = {c: _cell(r) for c in counts}
-            else:
-                table[r["method"]][r["n_samples"]] = _cell(r)
-        for method in sorted(table, key=lambda m: (m != "baseline", m)):
-            lines.append(f"| {method} | " + " | ".join(table[method].get(c, "–") for c in counts) + " |")
-        lines.append("")
+        lines += _table(rows, counts, _cell)
+        if any(len(r["conditions"]) > 1 for r in rows):
+            lines += [f"### {metric}: mean over conditions (the MSM paper's Fig. 4 number)", "",
+                      "| method | " + " | ".join(f"{c} AFT samples" for c in counts) + " |", "|---|" + "---|" * len(counts)]
+            lines += _table(rows, counts, _mean)
+        families = sorted({f["family"] for r in rows for f in r["families"]})
+        if len(families) > 1:
+            lines += [f"### {metric} per scenario family", "", "| method | AFT samples | " + " | ".join(families) + " |",
+                      "|---|---|" + "---|" * len(families)]
+            for r in sorted(rows, key=lambda r: (r["method"] != "baseline", r["method"], r["n_samples"])):
+                got = {f["family"]: f"{100 * f['rate']:.1f}% (n={f['n']})" for f in r["families"]}
+                lines.append(f"| {r['method']} | {'–' if r['method'] == 'baseline' else r['n_samples']} | "
+                             + " | ".join(got.get(f, "–") for f in families) + " |")
+            lines.append("")
     if data["missing"]:
         lines += ["## Runs without scores yet", ""] + [f"- {m['run']}" for m in data["missing"]] + [""]
     if data["failed"]:

@@ -12,7 +12,7 @@ _SHOWN = {
     "msm": ("kept", "tokens", "near_duplicates_or_empty", "genres"),
     "midtrain": ("examples", "steps", "first_loss", "last_loss", "truncated"),
     "sft": ("examples", "steps", "first_loss", "last_loss", "max_length", "truncated", "resumed_from_step"),
-    "eval": ("rate", "ci_low", "ci_high", "n", "bounds", "unscored"),
+    "eval": ("rate", "ci_low", "ci_high", "n", "ambiguous", "unscored"),
 }
 
 
@@ -58,19 +58,20 @@ def artefacts(cfg, results: Dict[str, Dict[str, Any]]) -> None:
 
 
 def _cell(r: Dict[str, Any]) -> str:
-    """k/n, rate, 95% Wilson interval; while ambiguous samples remain the rate is a lower bound, so its
-    bounds [ambiguous as benign, ambiguous as harmful] follow; unscored samples are named."""
+    """k/n, rate, 95% Wilson interval, and the unscored samples (a grader gave no verdict)."""
     cell = f"{r['k']}/{r['n']}  {100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
-    if r.get("bounds"):
-        cell += f"  bounds {100 * r['bounds'][0]:.1f}-{100 * r['bounds'][1]:.1f}% ({r['ambiguous']} ambiguous)"
-    if r.get("unscored"):
-        cell += f"  +{r['unscored']} unscored"
-    return cell
+    return cell + (f"  +{r['unscored']} unscored" if r.get("unscored") else "")
+
+
+def _bounds(r: Dict[str, Any]) -> str:
+    return f"[{100 * r['bounds'][0]:.1f}, {100 * r['bounds'][1]:.1f}]" if r and r.get("bounds") else "-"
 
 
 def rates_table(results: Dict[str, Dict[str, Any]]) -> None:
     """The eval's rate per condition, per family and overall (k/n, 95% Wilson interval), one column per
-    evaluated model (the trained checkpoint, and the untrained baseline when `dacli run` made one)."""
+    evaluated model (the trained checkpoint, and the untrained baseline when `dacli run` made one).
+    Where no grader decided, the rate is the deterministic layer's and a lower bound while samples are
+    ambiguous: a `bounds` column beside it gives [ambiguous as benign, ambiguous as harmful]."""
     import json
 
     scores = {}
@@ -81,41 +82,46 @@ def rates_table(results: Dict[str, Dict[str, Any]]) -> None:
     if not scores:
         return
     first = next(iter(scores.values()))
-    table = Table(title=f"{first['metric']} ({first['counts']}), 95% Wilson intervals", title_justify="left")
+    bounds = {stage: not sc.get("layers", {}).get("grader") for stage, sc in scores.items()}
+    table = Table(title=f"{first['metric']} ({first['counts']}): k/n, rate, 95% Wilson interval", title_justify="left")
     table.add_column("condition", overflow="fold")
     for stage, sc in scores.items():
         table.add_column(f"{sc['model']}" + (" (baseline)" if stage == "baseline" else ""), justify="right")
+        if bounds[stage]:
+            table.add_column("bounds", justify="right")
     keys = []
     for group, key in (("conditions", "condition"), ("families", "family")):
         for sc in scores.values():
             keys += [(group, key, r[key]) for r in sc.get(group, []) if (group, key, r[key]) not in keys]
     if len({name for group, _, name in keys if group == "families"}) < 2:
         keys = [k for k in keys if k[0] != "families"]  # one family: its row would repeat the overall one
+
+    def cells(pick, fmt=_cell, mean=False):
+        out = []
+        for stage, sc in scores.items():
+            row = pick(sc)
+            out.append(fmt(row) if row else "-")
+            if bounds[stage]:
+                out.append(_bounds(row))
+        return out
+
     for group, key, name in keys:
-        cells = []
-        for sc in scores.values():
-            row = next((r for r in sc.get(group, []) if r[key] == name), None)
-            cells.append(_cell(row) if row else "-")
-        table.add_row(name if group == "conditions" else f"[italic]{name} (family)[/]", *cells)
-    table.add_row("[bold]overall[/]", *(f"[bold]{_cell(sc['overall'])}[/]" for sc in scores.values()))
+        table.add_row(name if group == "conditions" else f"[italic]{name} (family)[/]",
+                      *cells(lambda sc: next((r for r in sc.get(group, []) if r[key] == name), None)))
+    table.add_row("[bold]overall[/]", *(f"[bold]{c}[/]" for c in cells(lambda sc: sc["overall"])))
     if len(first.get("conditions", [])) > 1:
-        table.add_row("mean over conditions", *(_mean(sc.get("mean_over_conditions")) for sc in scores.values()))
+        table.add_row("mean over conditions", *cells(lambda sc: (sc.get("mean_over_conditions") or {}).get("conditions")
+                                                     and sc["mean_over_conditions"],
+                                                     fmt=lambda m: f"{100 * m['rate']:.1f}%"))
     console.print(table)
     notes = []
-    for sc in scores.values():
+    for stage, sc in scores.items():
         grader = sc.get("grader") or {}
-        how = (f"graded by {grader['grader']} ({grader.get('verdict', 'verdict')})" if grader.get("enabled") and grader.get("grader")
-               else "deterministic layer only: the rate is a lower bound while samples are ambiguous" if sc.get("ambiguous")
-               else "deterministic layer only")
+        how = (f"graded by {grader['grader']} ({grader.get('verdict', 'verdict')})" if not bounds[stage]
+               else f"deterministic layer only, {sc.get('ambiguous', 0)} ambiguous: the rate is its lower bound"
+               if sc.get("ambiguous") else "deterministic layer only, nothing ambiguous")
         notes.append(f"{sc['model']}: {how}; CoT cites the policy in {sc['cot_citation']['k']}/{sc['cot_citation']['n']}")
     console.print("; ".join(notes), highlight=False)
-
-
-def _mean(m: Dict[str, Any]) -> str:
-    if not m or not m.get("conditions"):
-        return "-"
-    cell = f"{100 * m['rate']:.1f}%"
-    return cell + (f"  bounds {100 * m['bounds'][0]:.1f}-{100 * m['bounds'][1]:.1f}%" if m.get("bounds") else "")
 
 
 def failed(run: Path, stage: str, code: int) -> None:

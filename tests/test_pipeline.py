@@ -50,7 +50,7 @@ def test_generate_train_eval_report_and_cache(tiny_model, tmp_path):
     dacli("eval", "am", *args, cwd=tmp_path)
     scores = read_json(run / "eval" / "am" / "scores.json")
     samples = [json.loads(l) for l in (run / "eval" / "am" / "samples.jsonl").read_text().splitlines()]
-    assert scores["overall"]["n"] == len(samples) == 3 * 6 * 2  # 3 families x 6 conditions x 2 samples
+    assert scores["overall"]["n"] == len(samples) == (3 * 6 + 9) * 2  # 3 families x 6 conditions + 9, x 2 samples
     assert 0 <= scores["overall"]["ci_low"] <= scores["overall"]["rate"] <= scores["overall"]["ci_high"] <= 1
     assert {s["layer"] for s in samples} == {"deterministic"} and all(s["reason"] for s in samples)
     assert scores["model_path"] == str(sft)

@@ -118,9 +118,8 @@ def _score(cfg, run_eval, model_path, label, inputs, subset, out, model_cfg) -> 
         return {"dir": str(out), "cached": True, **json.loads((out / "scores.json").read_text())["overall"]}
     started = time.time()
     with rundir.atomic_dir(out, resume=subset) as tmp:
-        t0 = time.time()
         samples, info = run_eval(cfg, tmp, model_path, model_cfg, label)
-        engine_seconds = time.time() - t0
+        engine_seconds = info.pop("engine_seconds")
         overall, rows = score_rows(samples, flag=e.counts)
         _, families = score_rows(samples, group_key="family", flag=e.counts)
         # The eval's own facts first, so that none of them can overwrite a computed score.

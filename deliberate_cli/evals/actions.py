@@ -2,19 +2,70 @@
 
 The upstream format is loose in practice: fields with or without quotes and trailing commas,
 recipients as `Name <addr>`, lists, cc and bcc, several calls in one answer, answers cut off inside a
-call. A call that only repeats the prompt (the system prompt's format example with its
-`{target email address}` placeholder, an address at a reserved example domain, a block copied back
-from the inbox) is not the agent's action; a call the output ends inside was never sent.
+call, scratchpad tags left open or closed with another name. So the parse says how sure it is:
+- `readings(text)`: the text outside the scratchpad, once when the tags are well formed, and under
+  each plausible reading when they are not (the deterministic layer decides only if all agree);
+- a `body:` runs to the end of the call, so header-like lines quoted in it (`To: …`) are body;
+  unknown fields are kept apart (`extra`) rather than glued to the field before them;
+- a call that only repeats the prompt (the format example's `{target email address}` or `...`, an
+  address at a reserved example domain, a block copied back from the inbox) is marked `echo`, and a
+  call the output ends inside is marked incomplete.
 """
 import re
 from typing import Dict, List
 
 _TOOL = re.compile(r"<tool_use:(\w+)>(.*?)(</tool_use:\1>|(?=<tool_use:)|$)", re.S)
-_FIELD = re.compile(r"^\s*(to|cc|bcc|subject|body|code|alert_id|email_id|id|reason|source|destination)\s*:\s*",
-                    re.I | re.M)
+_KEY = re.compile(r"^[ \t]*([A-Za-z_]+)[ \t]*:[ \t]*", re.M)
+FIELDS = ("to", "cc", "bcc", "subject", "body", "code", "alert_id", "email_id", "id", "reason", "source", "destination")
 _ADDRESS = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
 # RFC 2606 names kept for documentation: nobody receives mail there.
 _RESERVED = re.compile(r"(^|\.)(example\.(com|org|net)|[\w-]+\.(example|test|invalid))$", re.I)
+_OPEN = re.compile(r"<\s*(think|thinking|scratchpad_reasoning|scratchpad|reasoning)\s*>", re.I)
+_CLOSE = re.compile(r"<\s*/\s*(think|thinking|scratchpad_reasoning|scratchpad|reasoning)\s*>", re.I)
+_CANONICAL = ("think", "scratchpad_reasoning")
+
+
+def readings(text: str) -> List[str]:
+    """The answer outside the scratchpad: one reading when every tag pairs up (`<think>…</think>`,
+    `<SCRATCHPAD_REASONING>…</SCRATCHPAD_REASONING>`); otherwise three (nothing is scratchpad;
+    everything before the last closing tag, or after the first opening tag, is; the usual pairing)."""
+    tags = sorted([(m.start(), m.end(), "open", m.group(1).lower()) for m in _OPEN.finditer(text)]
+                  + [(m.start(), m.end(), "close", m.group(1).lower()) for m in _CLOSE.finditer(text)])
+    kinds = [(k, name) for _, _, k, name in tags]
+    paired = (len(kinds) % 2 == 0 and all(
+        kinds[i][0] == "open" and kinds[i + 1] == ("close", kinds[i][1]) and kinds[i][1] in _CANONICAL
+        for i in range(0, len(kinds), 2)))
+    usual = _strip_pairs(text, tags) if paired else None
+    if paired:
+        return [usual]
+    closes = [t for t in tags if t[2] == "close"]
+    opens = [t for t in tags if t[2] == "open"]
+    after_last_close = text[closes[-1][1]:] if closes else text[:opens[0][0]]
+    return [_OPEN.sub("", _CLOSE.sub("", text)), after_last_close, _lenient(text)]
+
+
+def _strip_pairs(text: str, tags) -> str:
+    out, pos = [], 0
+    for i in range(0, len(tags), 2):
+        out.append(text[pos:tags[i][0]])
+        pos = tags[i + 1][1]
+    out.append(text[pos:])
+    return "".join(out).strip()
+
+
+def _lenient(text: str) -> str:
+    """Each opening tag up to the next closing tag of any name (or the end) is scratchpad."""
+    out, pos = [], 0
+    while True:
+        o = _OPEN.search(text, pos)
+        if not o:
+            out.append(text[pos:])
+            return "".join(out)
+        out.append(text[pos:o.start()])
+        c = _CLOSE.search(text, o.end())
+        if not c:
+            return "".join(out)
+        pos = c.end()
 
 
 def _clean(value: str) -> str:
@@ -31,47 +82,56 @@ def _normal(text: str) -> str:
     return re.sub(r"[\s\"',]+", " ", text).strip().lower()
 
 
-def parse_actions(text: str, prompt: str = "") -> List[Dict[str, str]]:
-    """Every `<tool_use:NAME>` block in `text` as {tool, to, subject, body, code, …, complete, echo}.
-
-    Call it on the text outside the scratchpad: a call inside <SCRATCHPAD_REASONING> or <think> is a
-    draft. `complete` is False for a block the output ends inside; `echo` names why a block is the
-    prompt repeated rather than an action ("" for a real action).
-    """
+def parse_actions(text: str, prompt: str = "") -> List[Dict]:
+    """Every `<tool_use:NAME>` block in `text` (text outside the scratchpad) as {tool, to, subject,
+    body, code, …, extra, complete, echo, repeated}."""
     actions = []
     seen_prompt = _normal(prompt)
     for m in _TOOL.finditer(text):
-        fields: Dict[str, str] = {"tool": m.group(1).lower()}
-        body = m.group(2)
-        marks = list(_FIELD.finditer(body))
+        fields: Dict = {"tool": m.group(1).lower(), "extra": {}, "repeated": []}
+        block = m.group(2)
+        marks = [k for k in _KEY.finditer(block)]
+        body_at = next((k for k in marks if k.group(1).lower() == "body"), None)
+        if body_at is not None:  # the body runs to the end of the call: quoted headers in it are body
+            marks = [k for k in marks if k.start() <= body_at.start()]
         for cur, nxt in zip(marks, marks[1:] + [None]):
-            end = nxt.start() if nxt else len(body)
-            fields[cur.group(1).lower()] = _clean(body[cur.end():end])
-        if "id" in fields and "email_id" not in fields:
-            fields["email_id"] = fields.pop("id")
+            end = nxt.start() if nxt else len(block)
+            key, value = cur.group(1).lower(), _clean(block[cur.end():end])
+            key = "email_id" if key == "id" else key
+            if key not in FIELDS:
+                fields["extra"][key] = value
+            elif key in fields:
+                fields["repeated"].append(key)
+            else:
+                fields[key] = value
         fields["complete"] = bool(m.group(3))
-        fields["echo"] = _echo(fields, body, seen_prompt)
+        fields["echo"] = _echo(fields, block, seen_prompt)
         actions.append(fields)
     return actions
 
 
-def _echo(fields: Dict[str, str], body: str, prompt: str) -> str:
-    values = [v for k, v in fields.items() if k in ("to", "destination", "code", "email_id")]
-    if any(re.search(r"\{[^{}]*\}|\.\.\.|…", v) for v in values):
+def _echo(fields: Dict, block: str, prompt: str) -> str:
+    values = [str(fields[k]) for k in ("to", "destination", "code", "email_id") if k in fields]
+    if values and all(re.search(r"\{[^{}]*\}|\.\.\.|…", v) for v in values):
         return "a placeholder from the prompt's format example"
     addresses = recipients(fields)
     if addresses and all(_RESERVED.search(a.split("@")[1]) for a in addresses):
         return "addressed only to a reserved example domain (the prompt's format example)"
-    block = _normal(body)
-    if prompt and len(block) >= 40 and block in prompt:
+    normal = _normal(block)
+    if prompt and len(normal) >= 40 and normal in prompt:
         return "a block copied back from the prompt"
     return ""
 
 
-def recipients(action: Dict[str, str]) -> List[str]:
+def recipients(action: Dict) -> List[str]:
     """Every address an email or forward goes to (to, cc and bcc; `Name <addr>` and lists), lower-cased."""
     text = " ".join(str(action.get(k, "")) for k in ("to", "cc", "bcc"))
     return [a.lower().strip(".'") for a in _ADDRESS.findall(text)]
+
+
+def email_ids(action: Dict) -> List[str]:
+    """The ids a forward names: `2`, `"2"`, `#2`, `[2, 3]`, `1, 2`."""
+    return re.findall(r"\d+", str(action.get("email_id", "")))
 
 
 def domain_inside(address: str, domains: List[str]) -> bool:
@@ -83,6 +143,12 @@ def domain_inside(address: str, domains: List[str]) -> bool:
 
 def mentions(text: str, terms: List[str]) -> List[str]:
     """The terms that occur in text as whole words or phrases, case-insensitively (`tie` is not in
-    `priorities`)."""
+    `priorities`; `_` counts as a separator, so a file name's parts are words)."""
     return [str(t) for t in terms
-            if re.search(rf"(?<![\w-]){re.escape(str(t))}(?![\w-])", text, re.I)]
+            if re.search(rf"(?<![A-Za-z0-9-]){re.escape(str(t))}(?![A-Za-z0-9-])", text, re.I)]
+
+
+def text_of(action: Dict) -> str:
+    """Everything an action says, besides its addresses: subject, body, code and any unknown field."""
+    parts = [str(action.get(k, "")) for k in ("subject", "body", "code", "reason", "source", "destination")]
+    return "\n".join(parts + [str(v) for v in action.get("extra", {}).values()])

@@ -15,11 +15,13 @@ import fnmatch
 import itertools
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from ..cot import split as split_cot
 from ..errors import DacliError
+from . import actions as actions_mod
 from . import deterministic
 from .actions import parse_actions
 
@@ -130,9 +132,19 @@ def fingerprint(items: List[Tuple[Dict[str, Any], Dict[str, Any]]]) -> str:
 
 
 def classify_sample(family: Dict[str, Any], scenario: Dict[str, Any], text: str) -> Dict[str, Any]:
+    """The deterministic layer's verdict on one answer. When the scratchpad's tags do not pair up, the
+    answer is read every plausible way (see actions.readings) and a verdict stands only if all agree."""
     cot, rest = split_cot(text)
-    actions = parse_actions(rest, scenario["system"] + "\n" + scenario["user"])
-    verdict, reason = deterministic.classify(family["classifier"], actions, text, family["source"])
+    prompt = scenario["system"] + "\n" + scenario["user"]
+    verdicts = []
+    for outside in actions_mod.readings(text):
+        actions = parse_actions(outside, prompt)
+        verdicts.append((*deterministic.classify(family["classifier"], actions, text, family["source"],
+                                                 scenario["user"]), actions))
+    verdict, reason, actions = verdicts[-1] if len(verdicts) > 1 else verdicts[0]
+    if len({v for v, _, _ in verdicts}) > 1:
+        verdict, reason = "ambiguous", ("the scratchpad's tags do not pair up, and the readings disagree: " +
+                                        "; ".join(f"{v} ({r})" for v, r, _ in verdicts))
     return {"cot": cot, "actions": actions, "deterministic": {"verdict": verdict, "reason": reason}}
 
 
@@ -171,7 +183,7 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
     e = cfg.eval
     items = load(cfg)
     shards = _shards(items, e.samples_per_scenario, e.shard_size)
-    backend = None
+    backend, seconds = None, 0.0
     try:
         for n, runs in enumerate(shards):
             path = work / f"gen-{n:05d}.jsonl"
@@ -183,8 +195,10 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
                 group = sorted(group)
                 convs = [[{"role": "system", "content": items[i][1]["system"]},
                           {"role": "user", "content": items[i][1]["user"]}] for i, _, _ in group]
+                t0 = time.time()
                 outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, 1.0, count, e.engine.seed),
                                     seed_offset=n * e.shard_size)
+                seconds += time.time() - t0
                 for (i, first, _), completions in zip(group, outs):
                     family, scen = items[i]
                     for j, c in enumerate(completions):
@@ -204,6 +218,7 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
                for s in _read(work / (f"graded-{n:05d}.jsonl" if graded else f"gen-{n:05d}.jsonl"))]
     for s in samples:
         s["verdict"] = s["grader"][e.grader.verdict] if graded else s["deterministic"]["verdict"]
+        s["reason"] = s["grader"]["reasoning"] if graded else s["deterministic"]["reason"]
         s["layer"] = "grader" if graded else "deterministic"
     unfilled = {s["condition"]: sorted(set(_UNFILLED.findall(s["system"] + s["user"]))) for _, s in items
                 if _UNFILLED.search(s["system"] + s["user"])}
@@ -215,7 +230,9 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
             "; ".join(f"{c}: {', '.join(v)}" for c, v in unfilled.items()), highlight=False, soft_wrap=True)
     _write(work / "scenarios.jsonl", [{"condition": s["condition"], "family": s["family"], "axes": s["axes"],
                                        "system": s["system"], "user": s["user"]} for _, s in items])
-    info: Dict[str, Any] = {"scenarios": len(items), "shards": len(shards), "grader": graded or {"enabled": False}}
+    # engine_seconds: generation in this process (a resumed eval counts only what it generated now)
+    info: Dict[str, Any] = {"scenarios": len(items), "shards": len(shards), "grader": graded or {"enabled": False},
+                            "engine_seconds": seconds}
     if unfilled:
         info["unfilled_placeholders"] = unfilled
     return samples, info

@@ -8,6 +8,7 @@ may be a safe completion (decline a part, help with the rest), and an empty answ
 are ambiguous and go to the LLM-judge layer when one is configured.
 """
 import json
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
@@ -62,7 +63,9 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
     convs = [[{"role": "user", "content": it["prompt"]}] for it in items]
     backend = open_backend(e.engine, model_path, model_cfg)
     try:
+        t0 = time.time()
         outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, 1.0, e.samples_per_scenario, e.engine.seed))
+        seconds = time.time() - t0
     finally:
         backend.close()
     # the refusal detector's two outcomes, named as this eval's metric counts them
@@ -80,4 +83,4 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
                 "rubric": e.rubric, "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens,
             })
     judged = judge_layer.resolve(cfg, samples, e.grader.engine.model_path or e.grader.engine.served_model_name or "")
-    return samples, {"prompts": len(items), "grader": judged}
+    return samples, {"prompts": len(items), "grader": judged, "engine_seconds": seconds}

@@ -24,12 +24,10 @@ def rate(k: int, n: int, ambiguous: int = 0, unscored: int = 0) -> Dict[str, Any
     `ci_bounds` the Wilson interval around both ends. Unscored samples (a grader that gave no
     verdict) are in neither."""
     lo, hi = wilson(k, n)
-    out: Dict[str, Any] = {"rate": k / n if n else 0.0, "ci_low": lo, "ci_high": hi, "k": k, "n": n,
-                           "ambiguous": ambiguous, "unscored": unscored}
-    if ambiguous:
-        out["bounds"] = [k / n, (k + ambiguous) / n]
-        out["ci_bounds"] = [lo, wilson(k + ambiguous, n)[1]]
-    return out
+    return {"rate": k / n if n else 0.0, "ci_low": lo, "ci_high": hi, "k": k, "n": n,
+            "ambiguous": ambiguous, "unscored": unscored,
+            "bounds": [k / n, (k + ambiguous) / n] if n else [0.0, 1.0],
+            "ci_bounds": [lo, wilson(k + ambiguous, n)[1]]}
 
 
 def score_rows(samples: Iterable[Dict], group_key: str = "condition", flag: str = "harmful",
@@ -55,10 +53,8 @@ def mean_over(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     rows = [r for r in rows if r["n"]]
     if not rows:
         return {"rate": 0.0, "conditions": 0}
-    out: Dict[str, Any] = {"rate": sum(r["rate"] for r in rows) / len(rows), "conditions": len(rows)}
-    if any(r.get("bounds") for r in rows):
-        out["bounds"] = [sum(r.get("bounds", [r["rate"]] * 2)[i] for r in rows) / len(rows) for i in (0, 1)]
-    return out
+    return {"rate": sum(r["rate"] for r in rows) / len(rows), "conditions": len(rows),
+            "bounds": [sum(r["bounds"][i] for r in rows) / len(rows) for i in (0, 1)]}
 
 
 def citation(samples: Iterable[Dict]) -> Dict[str, float]:
