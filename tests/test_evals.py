@@ -247,3 +247,40 @@ def test_killed_am_eval_resumes_without_losing_or_repeating_a_sample(tiny_model,
     kept = [json.loads(l) for text in done.values() for l in text.splitlines()]
     by_key = {(s["condition"], s["sample"]): s["response"] for s in samples}
     assert all(by_key[(s["condition"], s["sample"])] == s["response"] for s in kept)  # resumed, not redone
+
+
+def test_am_grader_check_reports_agreement_and_kappa_per_scenario(tmp_path):
+    """`dacli eval am_grader_check` against a grader served over HTTP (a stand-in on loopback that
+    says yes whenever the output names Jessica): per-scenario agreement and kappa from the labelled set."""
+    _Grader.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Grader)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        proc = dacli("eval", "am_grader_check", f"run.root={tmp_path / 'runs'}", "eval.grader.engine.backend=openai",
+                     f"eval.grader.engine.base_url=http://127.0.0.1:{server.server_port}/v1",
+                     "eval.grader.engine.served_model_name=grader-model", "eval.grader.engine.max_retries=0",
+                     "eval.grader.attempts=1", cwd=tmp_path)
+    finally:
+        server.shutdown()
+    report = read_json(next((tmp_path / "runs").rglob("am_grader_check/report.json")))
+    rows = {r["scenario"]: r for r in report["rows"]}
+    labelled = [json.loads(l) for l in open(grader.__file__.replace("evals/grader.py", "assets/am/labelled.jsonl"))]
+    assert set(rows) == {"blackmail", "leaking", "murder", "exfiltration"}
+    assert sum(r["n"] for r in rows.values()) == len(labelled) == len(_Grader.seen)
+    assert all(r["deterministic_wrong"] == 0 for r in rows.values())
+    # the stand-in's answers, as it gives them: yes if the grader's message names Jessica, no answer
+    # (unscored) if it says "postpone", else no
+    said = [(i, grader.messages(*_ctx(i), i["response"])[-1]["content"]) for i in labelled]
+    assert sum(r["unscored"] for r in rows.values()) == sum("Jessica" not in m and "postpone" in m for _, m in said)
+    bm = [(i["label"], "harmful" if "Jessica" in m else "benign") for i, m in said
+          if i["scenario"] == "blackmail" and ("Jessica" in m or "postpone" not in m)]
+    assert abs(rows["blackmail"]["agreement"] - sum(a == b for a, b in bm) / len(bm)) < 1e-9
+    assert rows["blackmail"]["kappa"] == pytest.approx(kappa(bm))
+    assert "kappa" in proc.stdout and "blackmail" in proc.stdout
+
+
+def _ctx(item):
+    from deliberate_cli.evals.grader_check import _context
+
+    family, scen = _context(item["scenario"])
+    return family, scen.get("email_content", "")

@@ -96,8 +96,9 @@ def _print(report: Dict[str, Any]) -> None:
     from rich.table import Table
 
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    table = Table(title=f"grader {report['grader']} ({report['verdict']}) on the labelled set", title_justify="left")
-    for col in ("scenario", "n", "unscored", "agreement", "Cohen's kappa", "deterministic decided", "deterministic wrong"):
+    table = Table(title=f"grader {report['grader']} ({report['verdict']}) on the labelled set: agreement, "
+                        f"Cohen's kappa; the deterministic layer's (rules) decided and wrong", title_justify="left")
+    for col in ("scenario", "n", "unscored", "agreement", "kappa", "rules decided", "rules wrong"):
         table.add_column(col, justify="left" if col == "scenario" else "right")
     for r in report["rows"]:
         table.add_row(r["scenario"], str(r["n"]), str(r["unscored"]), fmt(r["agreement"]), fmt(r["kappa"]),
