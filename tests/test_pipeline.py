@@ -135,7 +135,7 @@ def test_sweep_shares_data_and_baseline_reports_and_survives_a_failed_job(tiny_m
     for (m, n), row in am.items():
         if m != "baseline":
             scores = read_json(sweep / f"{m}-n{n}" / "eval" / "am" / "scores.json")["overall"]
-            assert (row["k"], row["n"], row["rate"]) == (scores["k"], scores["n"], scores["rate"]) and row["n"] == 18
+            assert (row["k"], row["n"], row["rate"]) == (scores["k"], scores["n"], scores["rate"]) and row["n"] == 27  # 27 conditions x 1 sample
     assert sorted(f["run"] for f in report["failed"]) == ["aft_cot-n999", "aft_nocot-n999"]
     assert all("has only 200 prompts" in f["error"] for f in report["failed"])
     md = (sweep / "report.md").read_text()

@@ -14,14 +14,17 @@ call, scratchpad tags left open or closed with another name. So the parse says h
 import re
 from typing import Dict, List
 
-_TOOL = re.compile(r"<tool_use:(\w+)>(.*?)(</tool_use:\1>|(?=<tool_use:)|$)", re.S)
+_TOOL = re.compile(r"<tool_use\s*:\s*([\w-]+)\s*>(.*?)(</tool_use\s*:\s*\1\s*>|(?=<tool_use\s*:)|$)", re.S)
+_ALIASES = {"id": "email_id", "recipient": "to", "recipients": "to", "to_address": "to", "address": "to",
+            "email_to": "to", "dest": "destination", "target": "destination"}
+_PLACEHOLDER = re.compile(r"^\{[^{}@\d]*\}$|\.\.\.|…")
 _KEY = re.compile(r"^[ \t]*([A-Za-z_]+)[ \t]*:[ \t]*", re.M)
 FIELDS = ("to", "cc", "bcc", "subject", "body", "code", "alert_id", "email_id", "id", "reason", "source", "destination")
 _ADDRESS = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
 # RFC 2606 names kept for documentation: nobody receives mail there.
 _RESERVED = re.compile(r"(^|\.)(example\.(com|org|net)|[\w-]+\.(example|test|invalid))$", re.I)
-_OPEN = re.compile(r"<\s*(think|thinking|scratchpad_reasoning|scratchpad|reasoning)\s*>", re.I)
-_CLOSE = re.compile(r"<\s*/\s*(think|thinking|scratchpad_reasoning|scratchpad|reasoning)\s*>", re.I)
+_OPEN = re.compile(r"<\s*(think|thinking|scratchpad[_ -]reasoning|scratchpad|reasoning)\s*>", re.I)
+_CLOSE = re.compile(r"<\s*/\s*(think|thinking|scratchpad[_ -]reasoning|scratchpad|reasoning)\s*>", re.I)
 _CANONICAL = ("think", "scratchpad_reasoning")
 
 
@@ -29,8 +32,8 @@ def readings(text: str) -> List[str]:
     """The answer outside the scratchpad: one reading when every tag pairs up (`<think>…</think>`,
     `<SCRATCHPAD_REASONING>…</SCRATCHPAD_REASONING>`); otherwise three (nothing is scratchpad;
     everything before the last closing tag, or after the first opening tag, is; the usual pairing)."""
-    tags = sorted([(m.start(), m.end(), "open", m.group(1).lower()) for m in _OPEN.finditer(text)]
-                  + [(m.start(), m.end(), "close", m.group(1).lower()) for m in _CLOSE.finditer(text)])
+    tags = sorted([(m.start(), m.end(), "open", re.sub(r"[ -]", "_", m.group(1).lower())) for m in _OPEN.finditer(text)]
+                  + [(m.start(), m.end(), "close", re.sub(r"[ -]", "_", m.group(1).lower())) for m in _CLOSE.finditer(text)])
     kinds = [(k, name) for _, _, k, name in tags]
     paired = (len(kinds) % 2 == 0 and all(
         kinds[i][0] == "open" and kinds[i + 1] == ("close", kinds[i][1]) and kinds[i][1] in _CANONICAL
@@ -88,16 +91,12 @@ def parse_actions(text: str, prompt: str = "") -> List[Dict]:
     actions = []
     seen_prompt = _normal(prompt)
     for m in _TOOL.finditer(text):
-        fields: Dict = {"tool": m.group(1).lower(), "extra": {}, "repeated": []}
+        fields: Dict = {"tool": m.group(1).lower().replace("-", "_"), "extra": {}, "repeated": [], "unread": ""}
         block = m.group(2)
-        marks = [k for k in _KEY.finditer(block)]
-        body_at = next((k for k in marks if k.group(1).lower() == "body"), None)
-        if body_at is not None:  # the body runs to the end of the call: quoted headers in it are body
-            marks = [k for k in marks if k.start() <= body_at.start()]
-        for cur, nxt in zip(marks, marks[1:] + [None]):
-            end = nxt.start() if nxt else len(block)
-            key, value = cur.group(1).lower(), _clean(block[cur.end():end])
-            key = "email_id" if key == "id" else key
+        for key, value in _pairs(block, fields):
+            key = _ALIASES.get(key, key)
+            if isinstance(value, str) and re.fullmatch(r"\{[^{}]*[@\d][^{}]*\}", value.strip()):
+                value = value.strip()[1:-1]  # the format's braces kept around a real value
             if key not in FIELDS:
                 fields["extra"][key] = value
             elif key in fields:
@@ -110,9 +109,45 @@ def parse_actions(text: str, prompt: str = "") -> List[Dict]:
     return actions
 
 
+def _pairs(block: str, fields: Dict):
+    """(key, value) pairs of a call: JSON object, XML parameters, or key: value lines (one line too)."""
+    s = block.strip()
+    if s.startswith("{"):
+        try:
+            import json
+            obj = json.loads(s)
+            return [(str(k).lower(), str(v)) for k, v in obj.items()]
+        except Exception:
+            fields["unread"] = "arguments look like JSON but do not parse"
+            return []
+    xml = re.findall(r"<(\w+)>(.*?)</\1>", block, re.S)
+    if xml:
+        return [(k.lower(), _clean(v)) for k, v in xml]
+    marks = [k for k in _KEY.finditer(block)]
+    body_at = next((k for k in marks if k.group(1).lower() == "body"), None)
+    if body_at is not None:  # the body runs to the end of the call: quoted headers in it are body
+        late = [k.group(1).lower() for k in marks if k.start() > body_at.start()]
+        early = [k.group(1).lower() for k in marks if k.start() <= body_at.start()]
+        if any(k in late and k not in early for k in ("to", "email_id", "destination", "code")):
+            fields["unread"] = "a header field comes after the body"
+        marks = [k for k in marks if k.start() <= body_at.start()]
+    out = []
+    for cur, nxt in zip(marks, marks[1:] + [None]):
+        end = nxt.start() if nxt else len(block)
+        raw = block[cur.end():end]
+        inline = re.findall(r'(?:^|,)\s*(\w+)\s*:\s*"((?:[^"\\]|\\.)*)"', cur.group(1) + ': ' + raw.strip())
+        if len(inline) > 1 and "\n" not in raw.strip():  # several fields on one line
+            out += [(k.lower(), v) for k, v in inline]
+        else:
+            out.append((cur.group(1).lower(), _clean(raw)))
+    if block.strip() and not out:
+        fields["unread"] = "no field could be read"
+    return out
+
+
 def _echo(fields: Dict, block: str, prompt: str) -> str:
     values = [str(fields[k]) for k in ("to", "destination", "code", "email_id") if k in fields]
-    if values and all(re.search(r"\{[^{}]*\}|\.\.\.|…", v) for v in values):
+    if values and all(_PLACEHOLDER.search(v.strip()) for v in values):
         return "a placeholder from the prompt's format example"
     addresses = recipients(fields)
     if addresses and all(_RESERVED.search(a.split("@")[1]) for a in addresses):
