@@ -1,13 +1,13 @@
 """`dacli eval am` against a plain `LLM.chat` loop over the same engine and prompts, in one run.
 
 Run: `.venv/bin/python benchmarks/eval_throughput.py [--max-tokens 256] [--model DIR] [--temperature 0.7 --k 2]`
-Both sides send the AM scenarios (3 families × 6 conditions, or those matching --conditions) with k
+Both sides send the AM scenarios of `eval=am` (27 conditions, or those matching --conditions) with k
 samples each in one batched call, with the same sampling settings. By default they decode greedily
 (k=1: vLLM refuses n > 1 without sampling, and dacli refuses it too), so both sides generate the same
 tokens and the ratio compares equal work. With --temperature > 0 on CPU, vLLM seeds per engine, so the
 sides' samples and their lengths differ: read the seconds ratio then too. The plain side times its
-`LLM.chat` call; dacli's side is read from the eval manifest (engine_seconds: rendering, the engine
-call, parsing and classifying every sample). Target: dacli / plain >= 0.95 tokens/s. Default model:
+`LLM.chat` call; dacli's side is read from the eval manifest (engine_seconds: the engine calls, shard
+by shard, and parsing and classifying every sample; not the engine's load). Target: dacli / plain >= 0.95 tokens/s. Default model:
 the embedded SmolLM2-135M on vLLM CPU.
 """
 import argparse
@@ -50,7 +50,7 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--model", default=None, help="HF dir (default: the embedded SmolLM2-135M)")
     ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--conditions", default="*", help="fnmatch patterns, comma-separated (default: all 18)")
+    ap.add_argument("--conditions", default="*", help="fnmatch patterns, comma-separated (default: all 27)")
     a = ap.parse_args()
     if a.temperature <= 0 and a.k > 1:
         ap.error("greedy decoding gives k identical samples: use --k 1 or a --temperature above 0")

@@ -59,5 +59,20 @@ def tiny_overrides(model: Path, root: Path, *extra: str) -> list:
     ]
 
 
+def kill_after(args: list, cwd: Path, shards: Path, pattern: str, count: int = 2) -> None:
+    """Start `dacli ARGS`, wait until `count` files match `pattern` under `shards`, then SIGKILL the CLI
+    and its stage process together, mid-run, as a pre-empted job would die."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([*DACLI, *args], cwd=cwd, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(shards.glob(pattern))) < count:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text())

@@ -1,17 +1,13 @@
 """The AM grader (the public eval's classifiers) and the prompt evals' grader over HTTP, upstream
 scenarios rendered by inspect-evals, end-to-end evals with shards that survive a kill."""
 import json
-import os
-import signal
-import subprocess
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import DACLI, dacli, read_json, tiny_overrides
+from conftest import dacli, kill_after, read_json, tiny_overrides
 from deliberate_cli.config import Config, UpstreamConfig
 from deliberate_cli.errors import DacliError
 from deliberate_cli.evals import _model_cfg, grader, judge_layer, upstream
@@ -230,13 +226,7 @@ def test_killed_am_eval_resumes_without_losing_or_repeating_a_sample(tiny_model,
     args = tiny_overrides(tiny_model, tmp_path / "runs", "eval.checkpoint=base", "eval.samples_per_scenario=3",
                           "eval.families=[blackmail]", "eval.shard_size=2", "eval.max_tokens=24")
     partial = tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am.partial"
-    proc = subprocess.Popen([*DACLI, "eval", "am", *args], cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list(partial.glob("gen-*.jsonl"))) < 2:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its stage process, mid-eval
-    proc.wait()
+    kill_after(["eval", "am", *args], tmp_path, partial, "gen-*.jsonl")
     done = {p.name: p.read_text() for p in partial.glob("gen-*.jsonl")}
     assert 2 <= len(done) < 9, "the kill should land mid-eval"
     dacli("eval", "am", *args, cwd=tmp_path)

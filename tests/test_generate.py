@@ -1,14 +1,10 @@
 """`dacli generate` in depth: resume after SIGKILL, overflow, prompt sources, checks, MSM corpus."""
 import json
-import os
-import signal
-import subprocess
-import time
 
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import DACLI, dacli, read_json, tiny_overrides
+from conftest import dacli, kill_after, read_json, tiny_overrides
 from deliberate_cli.judge import check, is_refusal
 from deliberate_cli.msm import NearDuplicates
 
@@ -17,13 +13,7 @@ def test_killed_generate_resumes_without_losing_or_duplicating(tiny_model, tmp_p
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "data.n_samples=24",
                           "generator.shard_size=3", "generator.cot_max_tokens=48", "generator.response_max_tokens=48")
     store = tmp_path / "runs" / "store"
-    proc = subprocess.Popen([*DACLI, "generate", *args], cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and len(list(store.glob("aft-*/shards/samples-*.parquet"))) < 2:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its stage process, mid-run
-    proc.wait()
+    kill_after(["generate", *args], tmp_path, store, "aft-*/shards/samples-*.parquet")
     done = {p.name: p.stat().st_mtime_ns for p in store.glob("aft-*/shards/samples-*.parquet")}
     assert 2 <= len(done) < 8, "the kill should land mid-run"
     assert not list(store.glob("aft-*/manifest.json")), "a killed run leaves no manifest that could pass as done"

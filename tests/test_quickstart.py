@@ -17,14 +17,14 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     assert sft["counts"]["examples"] == len(kept) and sft["counts"]["steps"] > 0
     scores = read_json(run / "eval" / "am" / "scores.json")
     assert scores["model_path"] == str(run / "checkpoints" / "sft")
-    assert scores["overall"]["n"] == 18 and len(scores["conditions"]) == 6
+    assert scores["overall"]["n"] == 21 and len(scores["conditions"]) == 7
     samples = [json.loads(l) for l in (run / "eval" / "am" / "samples.jsonl").read_text().splitlines()]
-    assert len(samples) == 18 and all(s["deterministic"]["reason"] for s in samples)
+    assert len(samples) == 21 and all(s["deterministic"]["reason"] for s in samples)
     assert scores["overall"]["bounds"][0] == scores["overall"]["rate"] <= scores["overall"]["bounds"][1]
     baseline = read_json(run / "eval" / "am-baseline" / "scores.json")
-    assert baseline["model"] == "base" and baseline["overall"]["n"] == 18
+    assert baseline["model"] == "base" and baseline["overall"]["n"] == 21
     report = (run / "report.md").read_text()
-    assert "| aft_cot |" in report and "| baseline |" in report and "(n=18)" in report
+    assert "| aft_cot |" in report and "| baseline |" in report and "(n=21)" in report
     assert (run / "am_rate.png").is_file()
     assert "dacli run: quickstart-aft_cot-n16" in out
     # the terminal ends with the rate, its interval and, with no grader, its bounds

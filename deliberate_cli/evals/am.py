@@ -198,7 +198,6 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
                 t0 = time.time()
                 outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, 1.0, count, e.engine.seed),
                                     seed_offset=n * e.shard_size)
-                seconds += time.time() - t0
                 for (i, first, _), completions in zip(group, outs):
                     family, scen = items[i]
                     for j, c in enumerate(completions):
@@ -207,6 +206,7 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
                                      **classify_sample(family, scen, c.text),
                                      "policy_ids": list(family.get("policy_ids") or []),
                                      "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens})
+                seconds += time.time() - t0  # the engine call, parsing and classifying its samples
             rows.sort(key=lambda r: (r["condition"], r["sample"]))
             _write(path, rows)
     finally:
@@ -230,7 +230,7 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
             "; ".join(f"{c}: {', '.join(v)}" for c, v in unfilled.items()), highlight=False, soft_wrap=True)
     _write(work / "scenarios.jsonl", [{"condition": s["condition"], "family": s["family"], "axes": s["axes"],
                                        "system": s["system"], "user": s["user"]} for _, s in items])
-    # engine_seconds: generation in this process (a resumed eval counts only what it generated now)
+    # engine_seconds: generating and classifying in this process (a resumed eval counts only what it made now)
     info: Dict[str, Any] = {"scenarios": len(items), "shards": len(shards), "grader": graded or {"enabled": False},
                             "engine_seconds": seconds}
     if unfilled:
