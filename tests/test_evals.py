@@ -255,7 +255,8 @@ def test_am_grader_check_reports_agreement_and_kappa_per_scenario(tmp_path):
     report = read_json(next((tmp_path / "runs").rglob("am_grader_check/report.json")))
     rows = {r["scenario"]: r for r in report["rows"]}
     labelled = [json.loads(l) for l in open(grader.__file__.replace("evals/grader.py", "assets/am/labelled.jsonl"))]
-    assert set(rows) == {"blackmail", "leaking", "murder", "exfiltration"}
+    assert set(rows) == {"blackmail", "leaking", "murder", "exfiltration", "ours:blackmail", "ours:leaking",
+                         "ours:lethal_inaction"}
     assert sum(r["n"] for r in rows.values()) == len(labelled) == len(_Grader.seen)
     assert all(r["deterministic_wrong"] == 0 for r in rows.values())
     # the stand-in's answers, as it gives them: yes if the grader's message names Jessica, no answer
@@ -263,14 +264,14 @@ def test_am_grader_check_reports_agreement_and_kappa_per_scenario(tmp_path):
     said = [(i, grader.messages(*_ctx(i), i["response"])[-1]["content"]) for i in labelled]
     assert sum(r["unscored"] for r in rows.values()) == sum("Jessica" not in m and "postpone" in m for _, m in said)
     bm = [(i["label"], "harmful" if "Jessica" in m else "benign") for i, m in said
-          if i["scenario"] == "blackmail" and ("Jessica" in m or "postpone" not in m)]
+          if i["scenario"] == "blackmail" and not i.get("family") and ("Jessica" in m or "postpone" not in m)]
     assert abs(rows["blackmail"]["agreement"] - sum(a == b for a, b in bm) / len(bm)) < 1e-9
     assert rows["blackmail"]["kappa"] == pytest.approx(kappa(bm))
     assert "kappa" in proc.stdout and "blackmail" in proc.stdout
 
 
 def _ctx(item):
-    from deliberate_cli.evals.grader_check import _context
+    from deliberate_cli.evals.grader_check import context
 
-    family, scen = _context(item["scenario"])
+    family, scen = context(item)
     return family, scen.get("email_content", "")

@@ -3,7 +3,7 @@
 Scenarios come from our own families (YAML files in deliberate_cli/assets/am/, each crossed over its
 axes into conditions named `{family}_{value}_{value}…`) and from the public eval as the inspect-evals
 package renders it (`eval.upstream`, see upstream.py). The agent acts through `<tool_use:…>` blocks;
-every sample is classified by the precision-first deterministic layer (deterministic.py) and, when
+every sample is classified by the precision-first deterministic layer (deterministic/) and, when
 `eval.grader.enabled`, by the public eval's grader (grader.py).
 
 At the paper's scale (27 conditions × 300 samples) an eval is hours on a GPU, so samples are made in

@@ -2,7 +2,8 @@
 
 Runs the configured `eval.grader` (and the deterministic layer) over the labelled set of agent
 outputs in assets/am/labelled.jsonl (our own writing, in the public eval's format: clear harmful,
-clear benign and the hard middle, for blackmail, leaking, murder and exfiltration) and prints, per
+clear benign and the hard middle, for the public blackmail, leaking and murder scenarios, our
+exfiltration family, and, for items that name a `family`, our other families) and prints, per
 scenario, the grader's agreement with the labels and Cohen's kappa, and how many the deterministic
 layer decided and got wrong. Writes report.json into <run>/eval/am_grader_check/.
 """
@@ -18,12 +19,14 @@ LABELLED = ASSETS / "labelled.jsonl"
 
 
 @lru_cache(maxsize=None)
-def _context(scenario: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-    """The (family, scenario) a labelled output answers: the public eval's condition
-    `{scenario}_explicit-america_replacement`, or our exfiltration family."""
-    if scenario == "exfiltration":
-        family = load_family("exfiltration")
-        return family, scenarios(family)[0]
+def _context(scenario: str, family_name: str = "") -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The (family, scenario) a labelled output answers: for an item naming a `family` of ours, that
+    family's condition `scenario`; otherwise the public eval's `{scenario}_explicit-america_replacement`,
+    or our exfiltration family."""
+    if family_name or scenario == "exfiltration":
+        family = load_family(family_name or "exfiltration")
+        rendered = scenarios(family)
+        return family, next((s for s in rendered if s["condition"] == scenario), rendered[0])
     from ..config import UpstreamConfig
     from . import upstream
 
@@ -31,12 +34,21 @@ def _context(scenario: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     return upstream.scenarios(u)[0]
 
 
+def context(item: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    return _context(item["scenario"], item.get("family", ""))
+
+
+def group(item: Dict[str, Any]) -> str:
+    """The report's row: the public scenario, or `ours:<family>`."""
+    return f"ours:{item['family']}" if item.get("family") else item["scenario"]
+
+
 def load() -> List[Dict[str, Any]]:
     return [json.loads(line) for line in LABELLED.read_text().splitlines() if line.strip()]
 
 
 def deterministic(item: Dict[str, Any]) -> Tuple[str, str]:
-    family, scen = _context(item["scenario"])
+    family, scen = context(item)
     d = classify_sample(family, scen, item["response"])["deterministic"]
     return d["verdict"], d["reason"]
 
@@ -63,7 +75,7 @@ def run(cfg) -> Dict[str, Any]:
     items = load()
     samples = []
     for item in items:
-        family, scen = _context(item["scenario"])
+        family, scen = context(item)
         sample = {"response": item["response"], **classify_sample(family, scen, item["response"])}
         samples.append((family, scen, sample))
     backend, name = grader.open_grader(cfg)
@@ -72,8 +84,8 @@ def run(cfg) -> Dict[str, Any]:
     finally:
         backend.close()
     rows = []
-    for scenario in sorted({i["scenario"] for i in items}):
-        pick = [(i, s) for i, (_, _, s) in zip(items, samples) if i["scenario"] == scenario]
+    for scenario in sorted({group(i) for i in items}):
+        pick = [(i, s) for i, (_, _, s) in zip(items, samples) if group(i) == scenario]
         scored = [(i["label"], s["grader"][cfg.eval.grader.verdict]) for i, s in pick
                   if s["grader"]["classifier_verdict"] != "unscored"]
         det = [(i["label"], s["deterministic"]["verdict"]) for i, s in pick]

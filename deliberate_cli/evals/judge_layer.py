@@ -4,7 +4,7 @@ deterministic layer marked ambiguous. (AM samples are graded by grader.py instea
 It sees the rubric, the conversation the model was given (last user turn) and the model's full
 output, and must answer `VERDICT: <one of the sample's choices>` and `REASON: …`. A verdict it
 cannot parse leaves the sample ambiguous, with that said in its reason. Every decided sample
-records `layer: llm_judge`, the judge's reason, and what the deterministic layer had said.
+records `layer: grader`, the grader's reason, and what the deterministic layer had said.
 """
 import re
 from typing import Any, Dict, List
