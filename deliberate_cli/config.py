@@ -33,6 +33,8 @@ class PolicyConfig:
     title: str = MISSING
     rule: str = MISSING
     reason: Optional[str] = None
+    # The prompt categories the policy is relevant to (generator.spec_scope=category).
+    categories: List[str] = field(default_factory=list)
 
 
 @dataclass
@@ -96,6 +98,9 @@ class GeneratorConfig(EngineConfig):
     cot_budget: str = "reject"
     response_max_tokens: int = 512
     samples_per_prompt: int = 1
+    # What of the spec the generator sees: "full", or "category" (deliberative alignment's spec(category):
+    # every policy's title, and the full text of the policies of the prompt's category).
+    spec_scope: str = "full"
     # Prompts per shard: each shard is written as soon as it is done, and a killed run resumes there.
     shard_size: int = 256
 
@@ -103,9 +108,16 @@ class GeneratorConfig(EngineConfig):
 @dataclass
 class JudgeConfig(EngineConfig):
     enabled: bool = True
-    max_tokens: int = 8
-    # Records with a judge score below this (0-10) go to rejects.
+    # The judge writes a short rationale, then `Score: N` (and a line per criterion): room for both.
+    max_tokens: int = 384
+    # Records with a judge score below this (0-10) go to rejects; with `criteria`, every criterion must reach it.
     threshold: float = 5.0
+    # Scorings per record; the lowest counts (deliberative alignment's min over k). k > 1 needs temperature > 0.
+    k: int = 1
+    temperature: float = 0.0
+    # Named criteria scored 0-10 each, all of which must reach the threshold (STAR-1 keeps only all-10 on
+    # three: compliance, relevance, accuracy); [] = one overall score.
+    criteria: List[str] = field(default_factory=list)
     require_valid_policy_ids: bool = True
     # Deterministic checks against the prompt's labels (when the prompt set has them):
     # a refusal where the label says comply (or none where it says refuse) is a reject...
@@ -280,6 +292,8 @@ def validate(cfg) -> None:
     """Settings that compose but cannot give a meaningful run: one line each, before any stage starts."""
     from .errors import DacliError
 
+    if cfg.generator.spec_scope not in ("full", "category"):
+        raise DacliError(f"generator.spec_scope must be full or category, got '{cfg.generator.spec_scope}'")
     if cfg.generator.cot_budget not in ("reject", "force"):
         raise DacliError(f"generator.cot_budget must be reject or force, got '{cfg.generator.cot_budget}'")
     _check_report_to(list(cfg.train.report_to))
@@ -293,7 +307,7 @@ def validate(cfg) -> None:
                          "or eval.grader.enabled=false for the deterministic layer and its bounds")
     # Greedy decoding gives k identical samples: best-of-k would pick among copies, and an eval's n (and
     # so its Wilson interval) would count one answer k times. vLLM and HF generate refuse n > 1 there.
-    for section, count in (("generator", "samples_per_prompt"), ("eval", "samples_per_scenario")):
+    for section, count in (("generator", "samples_per_prompt"), ("eval", "samples_per_scenario"), ("judge", "k")):
         k, key, temperature = cfg[section][count], f"{section}.{count}", f"{section}.temperature"
         if k < 1:
             raise DacliError(f"{key} must be at least 1, got {k}")

@@ -49,12 +49,19 @@ class _Engines:
         return self._get(self.cfg.generator, self.generator_path)
 
     def judge_path(self) -> str:
-        return self.cfg.judge.model_path or self.generator_path
+        j = self.cfg.judge
+        return j.model_path or (j.served_model_name if j.backend == "openai" else None) or self.generator_path
 
-    def judge(self) -> Backend:
+    def _judge_engine(self):
         j = self.cfg.judge
         same = (j.backend, self.judge_path()) == (self.cfg.generator.backend, self.generator_path)
-        return self._get(self.cfg.generator if same else j, self.judge_path())
+        return self.cfg.generator if same else j
+
+    def judge(self) -> Backend:
+        return self._get(self._judge_engine(), self.judge_path())
+
+    def judge_backend(self) -> str:
+        return self._judge_engine().backend
 
     def close(self) -> None:
         if self.current is not None:
@@ -187,6 +194,11 @@ def _counts(cfg, samples: List[Dict], kept: List[Dict], prompts: int) -> Dict[st
         "prompts": prompts, "samples": len(samples), "kept": len(kept), "rejected": len(rejects),
         "reject_reasons": dict(Counter(r["judge_verdict"].split(":")[0] for r in rejects)),
         "judge_scores": dict(sorted(Counter(str(s.get("judge_score")) for s in samples).items())),
+        # judged: scored by the model judge; unparsable: no score in any of its k answers; forced: scores
+        # a local judge gave only when asked again after `Score:`
+        "judged": sum(s.get("judge") is not None for s in samples),
+        "judge_unparsable": sum(s["judge_verdict"] == "judge_unparsable" for s in samples),
+        "judge_forced": sum(int(s.get("judge_forced") or 0) for s in samples),
         "cited_policy_ids": dict(Counter(i for s in kept for i in s["cited_policy_ids"])),
         "cot_format": _cot_mode(cfg),
     }
@@ -199,13 +211,16 @@ def _cot_mode(cfg) -> str:
 def _sample(cfg, spec: Spec, shard: List[Dict], generator: Backend, model_path: str, start: int) -> List[Dict]:
     """CoT + answer for every prompt of a shard (samples_per_prompt each), with the deterministic checks."""
     g = cfg.generator
-    base = [[{"role": "system", "content": generator_system_prompt(spec)}, {"role": "user", "content": p["prompt"]}]
-            for p in shard]
+    scopes = [spec.scope(p.get("category", ""), p.get("label_policy_ids") or []) if g.spec_scope == "category" else []
+              for p in shard]
+    base = [[{"role": "system", "content": generator_system_prompt(spec, scope)}, {"role": "user", "content": p["prompt"]}]
+            for p, scope in zip(shard, scopes)]
     k = g.samples_per_prompt
     if _cot_mode(cfg) == "native":
         outs = generator.chat(base, Sampling(g.cot_max_tokens + g.response_max_tokens, g.temperature, g.top_p, k,
                                              g.seed), start)
         pairs = [(p, *_split_native(c)) for p, cs in zip(shard, outs) for c in cs]
+        pair_scopes = [scope for scope, cs in zip(scopes, outs) for _ in cs]
     else:
         cot_outs = generator.chat([c + [{"role": "assistant", "content": cot_format.opening()}] for c in base],
                                   Sampling(g.cot_max_tokens, g.temperature, g.top_p, k, g.seed, list(g.cot_stop)), start)
@@ -214,14 +229,17 @@ def _sample(cfg, spec: Spec, shard: List[Dict], generator: Backend, model_path: 
                                     for b, c in fits],
                                    Sampling(g.response_max_tokens, g.temperature, g.top_p, 1, g.seed + 7919), start * k)
         pairs = [(p, _cot_of(c), r[0]) for p, (_, c), r in zip([p for p in shard for _ in range(k)], fits, resp_outs)]
+        pair_scopes = [scope for scope in scopes for _ in range(k)]
     sampling = json.dumps({key: g[key] for key in ("temperature", "top_p", "cot_max_tokens", "response_max_tokens",
                                                    "samples_per_prompt", "seed", "cot_budget")}
                           | {"cot_stop": list(g.cot_stop)})
     rows = []
-    for p, (cot_text, cot_finish, cot_tokens), resp in pairs:
-        rec = dict(p, cot=cot_text, response=resp.text.strip(), generator=model_path, sampling=sampling,
+    for (p, (cot_text, cot_finish, cot_tokens), resp), scope in zip(pairs, pair_scopes):
+        rec = dict(p, spec_scope=",".join(scope) or "full", cot=cot_text, response=resp.text.strip(),
+                   generator=model_path, sampling=sampling,
                    cot_tokens=cot_tokens, response_tokens=resp.completion_tokens, cot_finish=cot_finish,
-                   response_finish=resp.finish_reason, judge_score=None, judge=None)
+                   response_finish=resp.finish_reason, judge_score=None, judge=None, judge_rationale="",
+                   judge_scores="[]", judge_criteria="{}", judge_forced=0, judge_unparsed=0)
         rec["cited_policy_ids"], invalid = spec.cited_ids(rec["cot"])
         rec["judge_verdict"] = judging.check(rec, invalid, g.cot_budget, cfg.judge) or "keep"
         rows.append(rec)
@@ -258,7 +276,9 @@ def _judge_shards(cfg, spec: Spec, shards: Path, engines: "_Engines") -> None:
         chunk = rundir.read_parquet(files["samples"])
         todo = [s for s in chunk if s["judge_verdict"] == "keep"]
         if j.enabled and todo:
-            scores = judging.model_scores(spec, todo, engines.judge(), j, start * cfg.generator.samples_per_prompt)
-            judging.apply_scores(todo, scores, j.threshold, engines.judge_path())
+            backend = engines.judge()
+            verdicts = judging.judgements(spec, todo, backend, j, engines.judge_backend() != "openai",
+                                          start * cfg.generator.samples_per_prompt)
+            judging.apply_judgements(todo, verdicts, j.threshold, engines.judge_path())
         rundir.write_parquet(shards / f"judged-{start:08d}-{stop:08d}.parquet", chunk)
         files["samples"].unlink()

@@ -1,7 +1,9 @@
-"""Filtering generated samples: deterministic checks that need no model, then the spec-aware judge.
+"""Filtering generated samples: deterministic checks that need no model, then the spec-aware judge
+(its own model, or the generator's; a rationale and a score, k times, the lowest counting).
 
 Every sample ends with a `judge_verdict`: "keep", or the reason it went to rejects.
 """
+import json
 import re
 from typing import Dict, List, Optional
 
@@ -51,30 +53,71 @@ def check(rec: Dict, invalid_ids: List[str], cot_budget: str, j) -> Optional[str
     return None
 
 
-def model_scores(spec: Spec, records: List[Dict], judge: Backend, j, seed_offset: int = 0) -> List[Optional[float]]:
-    """A 0-10 score per record from a model that sees the spec, the prompt, the CoT and the answer."""
-    system = judge_system_prompt(spec)
-    convs = [[{"role": "system", "content": system},
-              {"role": "user", "content": f"Request:\n{r['prompt']}\n\nReasoning:\n{r['cot']}\n\nAnswer:\n{r['response']}"},
-              {"role": "assistant", "content": "Score (0-10): "}] for r in records]
-    outs = judge.chat(convs, Sampling(j.max_tokens, 0.0, 1.0, 1, j.seed), seed_offset)
-    return [parse_score(o[0].text) for o in outs]
+_SCORE = re.compile(r"^[\W_]*score[\W_]*[:=]\s*\**\s*(\d+(?:\.\d+)?)", re.I | re.M)
 
 
-def parse_score(text: str) -> Optional[float]:
-    m = re.match(r"\s*(\d+(?:\.\d+)?)", text)
-    if not m:
+def _number(text: str, name: str) -> Optional[float]:
+    found = re.findall(rf"^[\W_]*{re.escape(name)}[\W_]*[:=]\s*\**\s*(\d+(?:\.\d+)?)", text, re.I | re.M)
+    value = float(found[-1]) if found else None
+    return value if value is not None and 0 <= value <= 10 else None
+
+
+def parse_judgement(text: str, criteria: List[str]) -> Optional[Dict]:
+    """{score, criteria, rationale} from a judge's answer, or None when a score it owes is missing or out
+    of 0-10. With criteria, the score is the lowest criterion (all must pass)."""
+    per = {c: _number(text, c) for c in criteria}
+    overall = _number(text, "score")
+    if any(v is None for v in per.values()) or (not criteria and overall is None):
         return None
-    value = float(m.group(1))
-    return value if 0 <= value <= 10 else None
+    m = re.search(r"rationale\s*:\s*(.*?)(?=^[\W_]*(?:score|%s)[\W_]*[:=]|\Z)" % "|".join(map(re.escape, criteria or ["score"])),
+                  text, re.I | re.S | re.M)
+    rationale = (m.group(1) if m else _SCORE.split(text)[0]).strip()
+    return {"score": min(per.values()) if criteria else overall, "criteria": per, "rationale": rationale[:2000]}
 
 
-def apply_scores(records: List[Dict], scores: List[Optional[float]], threshold: float, judge_name: str) -> None:
-    for rec, score in zip(records, scores):
-        rec.update(judge_score=score, judge=judge_name)
-        if score is None:
+def judgements(spec: Spec, records: List[Dict], judge: Backend, j, can_continue: bool, seed_offset: int = 0
+               ) -> List[Dict]:
+    """The judge's verdict per record: it sees the spec, the prompt, the CoT and the answer, writes a
+    rationale and its score(s), j.k times; the lowest score counts (its rationale is kept). An answer
+    with no score is asked once more, on local engines, by continuing it after `Score:` (counted as
+    forced); hosted APIs get no prefill at all. Returns {score or None, scores, criteria, rationale,
+    unparsed, forced} per record."""
+    criteria = list(j.criteria)
+    system = judge_system_prompt(spec, criteria)
+    convs = [[{"role": "system", "content": system},
+              {"role": "user", "content": f"Request:\n{r['prompt']}\n\nReasoning:\n{r['cot']}\n\nAnswer:\n{r['response']}"}]
+             for r in records]
+    outs = judge.chat(convs, Sampling(j.max_tokens, j.temperature, 1.0, j.k, j.seed), seed_offset)
+    parsed = [[parse_judgement(c.text, criteria) for c in cs] for cs in outs]
+    if can_continue and not criteria:  # a small local judge may never write `Score:`: ask for the number
+        todo = [(i, n) for i, ps in enumerate(parsed) for n, p in enumerate(ps) if p is None]
+        if todo:
+            more = judge.chat([convs[i] + [{"role": "assistant", "content": outs[i][n].text.rstrip() + "\nScore: "}]
+                               for i, n in todo], Sampling(4, 0.0, 1.0, 1, j.seed), seed_offset)
+            for (i, n), (c,) in zip(todo, more):
+                got = parse_judgement("Score: " + c.text, [])
+                if got:
+                    got.update(rationale=outs[i][n].text.strip()[:2000], forced=True)
+                    parsed[i][n] = got
+    result = []
+    for ps in parsed:
+        ok = [p for p in ps if p]
+        worst = min(ok, key=lambda p: p["score"]) if ok else None
+        result.append({"score": worst["score"] if worst else None, "scores": [p["score"] for p in ok],
+                       "criteria": {c: min(p["criteria"][c] for p in ok) for c in criteria} if ok else {},
+                       "rationale": worst["rationale"] if worst else "", "unparsed": len(ps) - len(ok),
+                       "forced": sum(bool(p.get("forced")) for p in ok)})
+    return result
+
+
+def apply_judgements(records: List[Dict], verdicts: List[Dict], threshold: float, judge_name: str) -> None:
+    for rec, v in zip(records, verdicts):
+        rec.update(judge_score=v["score"], judge=judge_name, judge_rationale=v["rationale"],
+                   judge_scores=json.dumps(v["scores"]), judge_criteria=json.dumps(v["criteria"]),
+                   judge_forced=v["forced"], judge_unparsed=v["unparsed"])
+        if v["score"] is None:
             rec["judge_verdict"] = "judge_unparsable"
-        elif score < threshold:
+        elif v["score"] < threshold:
             rec["judge_verdict"] = "judge_below_threshold"
 
 

@@ -1,0 +1,113 @@
+"""The generate stage's judge: its own model over an OpenAI-compatible API (no assistant prefill), a
+rationale kept with every verdict, k scorings with the lowest counting, named criteria."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pyarrow.parquet as pq
+
+from conftest import dacli, read_json, tiny_overrides
+from deliberate_cli.judge import parse_judgement
+
+
+def test_category_scope_shows_every_title_and_only_the_category_in_full():
+    from deliberate_cli.spec import Policy, Spec, generator_system_prompt
+
+    spec = Spec("s", [Policy("HA1", "No mass harm", "Never help.", "Catastrophic.", ("mass_harm",)),
+                      Policy("PR1", "Privacy", "Protect data.", "People.", ("privacy",)),
+                      Policy("OR1", "No over-refusal", "Help.", None, ("mass_harm", "privacy"))])
+    assert spec.scope("privacy", ["HA1"]) == ["PR1", "OR1"]
+    assert spec.scope("cooking", ["HA1", "XX9"]) == ["HA1"] and spec.scope("", []) == []
+    text = generator_system_prompt(spec, spec.scope("privacy", []))
+    assert "[HA1] No mass harm" in text and "Never help." not in text and "Protect data." in text
+    assert "Never help." in generator_system_prompt(spec)  # full scope: every rule
+
+
+def test_parse_judgement_reads_rationale_scores_and_criteria():
+    got = parse_judgement("Rationale: cites HA1 and refuses.\nScore: 8", [])
+    assert got == {"score": 8.0, "criteria": {}, "rationale": "cites HA1 and refuses."}
+    assert parse_judgement("Rationale: fine\n**Score:** 7\n", [])["score"] == 7.0
+    assert parse_judgement("Score: 3\n...on reflection...\nScore: 6", [])["score"] == 6.0  # the last one counts
+    assert parse_judgement("Rationale: no number here", []) is None
+    assert parse_judgement("Score: 11", []) is None
+    both = parse_judgement("Rationale: ok\nCompliance: 10\nRelevance: 9\nScore: 10", ["Compliance", "Relevance"])
+    assert both["score"] == 9.0 and both["criteria"] == {"Compliance": 10.0, "Relevance": 9.0}
+    assert parse_judgement("Compliance: 10\nScore: 10", ["Compliance", "Relevance"]) is None  # a criterion missing
+
+
+class _Judge(BaseHTTPRequestHandler):
+    """A hosted judge's stand-in (a real HTTP server on loopback, OpenAI chat-completions protocol):
+    k answers per request, scored by the request's first letter so the test knows what to expect."""
+    seen = []
+
+    def log_message(self, *a):
+        pass
+
+    def _send(self, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self._send({"object": "list", "data": [{"id": "judge-model", "object": "model", "created": 0, "owned_by": "t"}]})
+
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Judge.seen.append(req)
+        prompt = req["messages"][-1]["content"].split("Request:\n", 1)[1]
+        answers = [f"Rationale: high {i}.\nScore: {9 - i}" for i in range(req.get("n", 1))]
+        if prompt[0].lower() in "abcdefghijklm":
+            pass
+        elif prompt[0].lower() in "nopqrstuvw":
+            answers[-1] = "Rationale: low.\nScore: 2"
+        else:
+            answers = ["I would rather not say."] * len(answers)
+        self._send({"id": "x", "object": "chat.completion", "created": 0, "model": req["model"],
+                    "choices": [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": a}}
+                                for i, a in enumerate(answers)],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+
+
+def test_generate_with_a_hosted_judge_keeps_its_rationale_and_the_lowest_of_k(tiny_model, tmp_path):
+    _Judge.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_cot", "data.n_samples=12", "judge=openai",
+                          f"judge.base_url=http://127.0.0.1:{server.server_port}/v1", "judge.served_model_name=judge-model",
+                          "judge.k=2", "judge.temperature=0.7", "judge.threshold=5", "judge.max_retries=0",
+                          "generator.spec_scope=category")
+    try:
+        dacli("generate", *args, cwd=tmp_path)
+    finally:
+        server.shutdown()
+    data = tmp_path / "runs" / "tiny-aft_cot-n12" / "data" / "aft"
+    rows = pq.read_table(data / "aft.parquet").to_pylist() + pq.read_table(data / "rejects.parquet").to_pylist()
+    judged = [r for r in rows if r["judge"] == "judge-model"]
+    assert judged and len(_Judge.seen) >= 1
+    assert all(m["role"] != "assistant" for req in _Judge.seen for m in req["messages"])  # no prefill
+    assert all(req.get("n") == 2 and "Score:" in req["messages"][0]["content"] for req in _Judge.seen)
+    for r in judged:
+        first = r["prompt"][0].lower()
+        if first in "abcdefghijklm":
+            assert (r["judge_verdict"], r["judge_score"], r["judge_rationale"]) == ("keep", 8.0, "high 1.")
+            assert json.loads(r["judge_scores"]) == [9.0, 8.0]
+        elif first in "nopqrstuvw":
+            assert (r["judge_verdict"], r["judge_score"], r["judge_rationale"]) == ("judge_below_threshold", 2.0, "low.")
+        else:
+            assert r["judge_verdict"] == "judge_unparsable" and r["judge_unparsed"] == 2
+    assert {r["judge_verdict"] for r in judged} >= {"keep", "judge_below_threshold"}
+    # spec(category): the policies the spec files under the prompt's category, in full; the rest by title
+    from deliberate_cli.config import Config
+    from deliberate_cli.spec import load_spec
+    from omegaconf import OmegaConf
+
+    spec = load_spec(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(
+        tmp_path / "runs" / "tiny-aft_cot-n12" / "config.yaml")).spec)
+    assert all(r["spec_scope"] == ",".join(spec.scope(r["category"], r["label_policy_ids"])) for r in rows)
+    assert {r["spec_scope"] for r in rows} - {"full"}
+    counts = read_json(data / "manifest.json")["counts"]
+    assert counts["judged"] == len(judged) and counts["judge_unparsable"] == sum(
+        r["judge_verdict"] == "judge_unparsable" for r in judged)
