@@ -47,6 +47,22 @@ class SpecConfig:
 
 
 @dataclass
+class MixConfig:
+    """Instruction-tuning conversations mixed into the SFT data (the MSM paper adds about 10k to every
+    run so that capability does not collapse)."""
+
+    # A local .jsonl/.parquet/.csv, or "hf:<dataset id or local dataset dir>"; None = no mix.
+    source: Optional[str] = None
+    hf_split: str = "train"
+    # Each row's conversation: a list of {role, content} whose last turn is the assistant's.
+    messages_column: str = "messages"
+    # How many: a count, or a ratio to the alignment examples (count wins when both are set).
+    count: int = 0
+    ratio: float = 0.0
+    seed: int = 0
+
+
+@dataclass
 class DataConfig:
     name: str = MISSING
     # "bundled" (the training prompts shipped with dacli), a local .jsonl/.csv/.parquet file, or
@@ -59,6 +75,7 @@ class DataConfig:
         "policy_ids": "policy_ids"})
     n_samples: int = 200
     seed: int = 0
+    mix: MixConfig = field(default_factory=MixConfig)
     # Refuse to generate when a prompt's overlap with an eval's text is above this (decontam.py); >= 1.0: report only.
     decontam_threshold: float = 0.4
 

@@ -49,6 +49,14 @@ def _read_hf(name: str, split: str) -> List[Dict[str, Any]]:
         raise DacliError(f"cannot reach the hub for dataset '{name}': {str(e).splitlines()[0]}") from None
 
 
+def read_rows(source: str, hf_split: str = "train") -> Tuple[str, List[Dict[str, Any]]]:
+    """(resolved name, rows) of a local file or an `hf:` dataset."""
+    if source.startswith(HF_PREFIX):
+        return source, _read_hf(source[len(HF_PREFIX):], hf_split)
+    path = Path(source).expanduser()
+    return str(path), _read_file(path)
+
+
 def _read(data_cfg) -> Tuple[str, List[Dict[str, Any]]]:
     source = data_cfg.source
     if source == "bundled":

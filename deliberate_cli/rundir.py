@@ -45,10 +45,12 @@ def _plain(cfg, *keys: str) -> Dict[str, Any]:
 
 def aft_key(cfg, prompts_sha256: str) -> Dict[str, Any]:
     """What the AFT data depend on. Not `data.n_samples`: every count is a prefix of one dataset; nor
-    `data.decontam_threshold`: it decides whether generate runs, not what it writes."""
+    `data.decontam_threshold`: it decides whether generate runs, not what it writes; nor `data.mix`:
+    the instruction-tuning conversations join the data at training time."""
     key = _plain(cfg, "model", "spec", "data", "generator", "judge")
     del key["data"]["n_samples"]
     key["data"].pop("decontam_threshold", None)
+    key["data"].pop("mix", None)
     key["prompts_sha256"] = prompts_sha256
     return key
 

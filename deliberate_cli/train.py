@@ -45,6 +45,7 @@ def _subset(cfg, stage: str) -> Dict[str, Any]:
     if stage == "sft":
         s["sft"] = OmegaConf.to_container(cfg.method.sft, resolve=True)
         s["n_samples"] = cfg.data.n_samples
+        s["mix"] = OmegaConf.to_container(cfg.data.mix, resolve=True)
     return s
 
 
@@ -68,7 +69,41 @@ def _sft_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
     # a smaller count's checkpoint fresh.
     digest = hashlib.sha256(json.dumps([[r["prompt_id"], r["cot"], r["response"]] for r in records]).encode())
     ref = {"path": str(src), "records": str(len(records)), "records_sha256": digest.hexdigest()[:16]}
-    return [sft_example(r, cfg.method.sft.cot, fmt) for r in records], ref
+    rows = [dict(sft_example(r, cfg.method.sft.cot, fmt), source="alignment") for r in records]
+    mixed, mix_ref = _mix(cfg.data.mix, len(rows))
+    return rows + mixed, {**ref, **mix_ref}
+
+
+def _mix(m, alignment: int) -> Tuple[List[Dict], Dict[str, str]]:
+    """The instruction-tuning conversations data.mix asks for: `count`, or `ratio` x the alignment
+    examples, drawn with `seed` from the source; each a prompt (every turn before the last) and its
+    last, assistant turn, tagged `source: mix`."""
+    import random
+
+    from .prompts import read_rows
+
+    if not m.source:
+        return [], {}
+    name, raw = read_rows(m.source, m.hf_split)
+    convs = []
+    for i, row in enumerate(raw):
+        turns = row.get(m.messages_column)
+        if isinstance(turns, str):
+            turns = json.loads(turns)
+        if not isinstance(turns, list) or not turns or not all(isinstance(t, dict) and "role" in t and "content" in t
+                                                               for t in turns):
+            raise DacliError(f"data.mix.source {name}: row {i + 1} has no '{m.messages_column}' list of "
+                             f"{{role, content}} turns (set data.mix.messages_column)")
+        if turns[-1]["role"] == "assistant" and len(turns) > 1:
+            convs.append({"prompt": [{"role": t["role"], "content": t["content"]} for t in turns[:-1]],
+                          "completion": [{"role": "assistant", "content": turns[-1]["content"]}], "source": "mix"})
+    want = m.count or int(round(m.ratio * alignment))
+    if want > len(convs):
+        raise DacliError(f"data.mix asks for {want} conversations but {name} has {len(convs)} that end with "
+                         f"an assistant turn")
+    picked = random.Random(m.seed).sample(convs, want)
+    digest = hashlib.sha256(json.dumps([[c["prompt"], c["completion"]] for c in picked]).encode()).hexdigest()[:16]
+    return picked, {"mix_source": name, "mix_records": str(want), "mix_sha256": digest}
 
 
 def _midtrain_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
@@ -177,7 +212,8 @@ def make_trainer(cfg, stage: str, model_path: str, rows: List[Dict], output_dir:
         use_cpu=not gpu,
         model_init_kwargs={"dtype": torch.bfloat16 if (t.bf16 and gpu) else torch.float32},
     )
-    return SFTTrainer(model=model_path, args=args, train_dataset=Dataset.from_list(rows),
+    return SFTTrainer(model=model_path, args=args,
+                      train_dataset=Dataset.from_list([{k: v for k, v in r.items() if k != "source"} for r in rows]),
                       processing_class=tokenizer, peft_config=_peft_config(t.lora))
 
 
@@ -197,6 +233,12 @@ def _fit(cfg, stage: str, model_path: str, rows: List[Dict], out, subset, inputs
         return _train_into(cfg, stage, model_path, rows, out.with_name(out.name + ".partial"), sizes, main=False)
     with rundir.atomic_dir(out, resume=resume) as tmp:
         counts = _train_into(cfg, stage, model_path, rows, tmp, sizes, main=True)
+        if stage == "sft":  # what it trained on, each record tagged with where it came from
+            sources = [r.get("source", "alignment") for r in rows]
+            counts.update(alignment_examples=sources.count("alignment"), mix_examples=sources.count("mix"))
+            with (tmp / "train_data.jsonl").open("w") as f:
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
         rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(stage, subset, inputs, counts, started,
                                                                  base_model=model_path,
                                                                  loss_history=counts.pop("loss_history")))

@@ -57,3 +57,32 @@ def test_lora_writes_merged_weights_and_bad_methods_fail_cleanly(tiny_model, tmp
     pq.write_table(pa.Table.from_pylist(rows), data)
     proc = dacli("train", *args, "train.epochs=3", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "trains on CoTs but" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_instruction_tuning_mix_is_drawn_tagged_and_recorded(tiny_model, tmp_path):
+    import json
+
+    mix = tmp_path / "chat.jsonl"
+    convs = [{"messages": [{"role": "user", "content": f"Name a fruit number {i}."},
+                           {"role": "assistant", "content": f"Fruit {i}: apple."}]} for i in range(6)]
+    convs.append({"messages": [{"role": "user", "content": "No answer yet."}]})  # not usable: no assistant turn
+    mix.write_text("\n".join(json.dumps(c) for c in convs))
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "train.report_to=[]")
+    dacli("generate", *args, cwd=tmp_path)
+    dacli("train", *args, f"data.mix.source={mix}", "data.mix.count=4", cwd=tmp_path)
+    sft = tmp_path / "runs" / "tiny-aft_nocot-n8" / "checkpoints" / "sft"
+    m = read_json(sft / "manifest.json")
+    kept = len(pq.read_table(tmp_path / "runs" / "tiny-aft_nocot-n8" / "data" / "aft" / "aft.parquet"))
+    assert (m["counts"]["alignment_examples"], m["counts"]["mix_examples"], m["counts"]["examples"]) == (kept, 4, kept + 4)
+    assert m["inputs"]["data"]["mix_records"] == "4" and m["config"]["mix"]["count"] == 4
+    rows = [json.loads(l) for l in (sft / "train_data.jsonl").read_text().splitlines()]
+    assert [r["source"] for r in rows].count("mix") == 4
+    assert {r["completion"][0]["content"] for r in rows if r["source"] == "mix"} <= {f"Fruit {i}: apple." for i in range(6)}
+
+    # more than the source holds, or a source without conversations: one line, exit 2
+    proc = dacli("train", *args, f"data.mix.source={mix}", "data.mix.count=7", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "asks for 7 conversations but" in proc.stderr and "has 6" in proc.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"text": "hello"}))
+    proc = dacli("train", *args, f"data.mix.source={bad}", "data.mix.ratio=0.5", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "no 'messages' list" in proc.stderr and "Traceback" not in proc.stderr
