@@ -75,6 +75,11 @@ class DataConfig:
         "policy_ids": "policy_ids"})
     n_samples: int = 200
     seed: int = 0
+    # Training examples to keep of those the first n_samples prompts yielded (None: all that passed):
+    # `first` in prompt order, or `diverse` (STAR-1: drop the sample whose category and source are most
+    # frequent until `examples` remain).
+    examples: Optional[int] = None
+    select: str = "first"
     mix: MixConfig = field(default_factory=MixConfig)
     # Refuse to generate when a prompt's overlap with an eval's text is above this (decontam.py); >= 1.0: report only.
     decontam_threshold: float = 0.4
@@ -309,6 +314,10 @@ def validate(cfg) -> None:
     """Settings that compose but cannot give a meaningful run: one line each, before any stage starts."""
     from .errors import DacliError
 
+    if cfg.data.select not in ("first", "diverse"):
+        raise DacliError(f"data.select must be first or diverse, got '{cfg.data.select}'")
+    if cfg.data.examples is not None and cfg.data.examples < 1:
+        raise DacliError(f"data.examples must be at least 1 (or null for all), got {cfg.data.examples}")
     if cfg.generator.spec_scope not in ("full", "category"):
         raise DacliError(f"generator.spec_scope must be full or category, got '{cfg.generator.spec_scope}'")
     if cfg.generator.cot_budget not in ("reject", "force"):

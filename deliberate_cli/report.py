@@ -9,6 +9,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List
 
+from . import rundir
 from .errors import DacliError
 
 
@@ -24,8 +25,11 @@ def collect(root: Path) -> Dict[str, Any]:
     seen_baselines: set = set()
     for run in _runs(root):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
+        sft = (rundir.read_manifest(run / "checkpoints" / "sft") or {}).get("counts", {})
         key = {"run": str(run.relative_to(root)) or ".", "model": cfg["model"]["name"],
-               "method": cfg["method"]["name"], "n_samples": cfg["data"]["n_samples"]}
+               "method": cfg["method"]["name"], "n_samples": cfg["data"]["n_samples"],
+               # what the model actually trained on: the alignment examples that passed (and were selected)
+               "examples": sft.get("alignment_examples", sft.get("examples"))}
         if (run / "FAILED.json").is_file():
             failed.append({**key, **json.loads((run / "FAILED.json").read_text())})
         scores = sorted(run.glob("eval/*/scores.json"))
@@ -46,6 +50,8 @@ def collect(root: Path) -> Dict[str, Any]:
 
 def _cell(r: Dict[str, Any]) -> str:
     cell = f"{100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}] (n={r['n']})"
+    if r.get("examples") and r["method"] != "baseline":
+        cell += f", {r['examples']} examples"
     if r.get("ambiguous"):  # ambiguous samples left: the rate is a lower bound
         cell += f", bounds {100 * r['bounds'][0]:.1f}–{100 * r['bounds'][1]:.1f}%"
     return cell
@@ -112,6 +118,9 @@ def plot(data: Dict[str, Any], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # x: the examples each model trained on, where every trained run recorded them; else its prompts
+    trained = [r for r in rows if r["method"] != "baseline"]
+    axis = "examples" if trained and all(r.get("examples") for r in trained) else "n_samples"
     fig, ax = plt.subplots(figsize=(6, 4))
     by_method: Dict[str, List[Dict]] = defaultdict(list)
     for r in rows:
@@ -122,15 +131,15 @@ def plot(data: Dict[str, Any], path: Path) -> bool:
             ax.axhline(100 * r["rate"], color="grey", ls="--", label="baseline")
             continue
         rs.sort(key=lambda r: r["n_samples"])
-        x = [r["n_samples"] for r in rs]
+        x = [r[axis] for r in rs]
         line, = ax.plot(x, [100 * r["rate"] for r in rs], marker="o", label=method)
         ax.fill_between(x, [100 * r["ci_low"] for r in rs], [100 * r["ci_high"] for r in rs],
                         color=line.get_color(), alpha=0.2)
     ax.set_xscale("log")
-    counts = sorted({r["n_samples"] for r in rows if r["method"] != "baseline"})
+    counts = sorted({r[axis] for r in rows if r["method"] != "baseline"})
     ax.set_xticks(counts, [str(c) for c in counts])
     ax.minorticks_off()
-    ax.set_xlabel("AFT samples")
+    ax.set_xlabel("training examples (alignment)" if axis == "examples" else "AFT prompts")
     ax.set_ylabel("AM rate (%)")
     ax.set_ylim(0, 100)
     ax.set_title("Agentic Misalignment rate (95% Wilson interval)")

@@ -50,7 +50,8 @@ def aft_key(cfg, prompts_sha256: str) -> Dict[str, Any]:
     key = _plain(cfg, "model", "spec", "data", "generator", "judge")
     del key["data"]["n_samples"]
     key["data"].pop("decontam_threshold", None)
-    key["data"].pop("mix", None)
+    for joins_later in ("mix", "examples", "select"):  # chosen at training time
+        key["data"].pop(joins_later, None)
     key["prompts_sha256"] = prompts_sha256
     return key
 

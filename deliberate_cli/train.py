@@ -46,6 +46,7 @@ def _subset(cfg, stage: str) -> Dict[str, Any]:
         s["sft"] = OmegaConf.to_container(cfg.method.sft, resolve=True)
         s["n_samples"] = cfg.data.n_samples
         s["mix"] = OmegaConf.to_container(cfg.data.mix, resolve=True)
+        s["examples"], s["select"] = cfg.data.examples, cfg.data.select
     return s
 
 
@@ -64,14 +65,37 @@ def _sft_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
         raise DacliError(f"no training records in {src}/aft.parquet (all rejected?); see rejects.parquet")
     if cfg.method.sft.cot and any(not (r.get("cot") or "").strip() for r in records):
         raise DacliError(f"method {cfg.method.name} trains on CoTs but {src}/aft.parquet has records without one")
+    records, selected = select(records, cfg.data.examples, cfg.data.select)
     fmt = cfg.model.thinking_format
     # The subset's own content is the input's identity: extending the data for a larger count leaves
     # a smaller count's checkpoint fresh.
     digest = hashlib.sha256(json.dumps([[r["prompt_id"], r["cot"], r["response"]] for r in records]).encode())
-    ref = {"path": str(src), "records": str(len(records)), "records_sha256": digest.hexdigest()[:16]}
+    ref = {"path": str(src), "records": str(len(records)), "records_sha256": digest.hexdigest()[:16], **selected}
     rows = [dict(sft_example(r, cfg.method.sft.cot, fmt), source="alignment") for r in records]
     mixed, mix_ref = _mix(cfg.data.mix, len(rows))
     return rows + mixed, {**ref, **mix_ref}
+
+
+def select(records: List[Dict], examples, how: str) -> Tuple[List[Dict], Dict[str, str]]:
+    """`examples` of the records, when more passed: the first in prompt order, or a diverse subset
+    (STAR-1's selection: repeatedly drop a record of the most frequent (category, source) group, the
+    latest in prompt order first, until `examples` remain)."""
+    from collections import Counter
+
+    if not examples or len(records) <= examples:
+        return records, {}
+    records = sorted(records, key=lambda r: r.get("order", 0))
+    if how == "first":
+        return records[:examples], {"selected": f"first {examples} of {len(records)}"}
+    group = lambda r: (r.get("category") or "", r.get("source") or "")  # noqa: E731
+    kept = list(records)
+    counts = Counter(group(r) for r in kept)
+    while len(kept) > examples:
+        top = max(counts.values())
+        drop = max((i for i, r in enumerate(kept) if counts[group(r)] == top), key=lambda i: kept[i].get("order", 0))
+        counts[group(kept[drop])] -= 1
+        del kept[drop]
+    return kept, {"selected": f"diverse {examples} of {len(records)}"}
 
 
 def _mix(m, alignment: int) -> Tuple[List[Dict], Dict[str, str]]:

@@ -86,3 +86,16 @@ def test_instruction_tuning_mix_is_drawn_tagged_and_recorded(tiny_model, tmp_pat
     bad.write_text(json.dumps({"text": "hello"}))
     proc = dacli("train", *args, f"data.mix.source={bad}", "data.mix.ratio=0.5", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "no 'messages' list" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_diverse_selection_balances_categories_and_keeps_prompt_order_otherwise():
+    from deliberate_cli.train import select
+
+    recs = [{"order": i, "category": c} for i, c in enumerate(["a"] * 6 + ["b"] * 3 + ["c"])]
+    kept, note = select(recs, 6, "diverse")
+    # the largest group shrinks first, the latest records first (ties: the latest overall)
+    assert sorted(r["category"] for r in kept) == ["a", "a", "a", "b", "b", "c"] and note["selected"] == "diverse 6 of 10"
+    assert [r["order"] for r in kept if r["category"] == "a"] == [0, 1, 2]
+    first, _ = select(recs, 3, "first")
+    assert [r["order"] for r in first] == [0, 1, 2]
+    assert select(recs, 20, "diverse") == (recs, {})  # fewer passed than asked: all of them
