@@ -324,6 +324,12 @@ def validate(cfg) -> None:
         raise DacliError(f"generator.cot_budget must be reject or force, got '{cfg.generator.cot_budget}'")
     _check_report_to(list(cfg.train.report_to))
     g = cfg.eval.grader
+    for key, value in (("eval.shard_size", cfg.eval.shard_size), ("eval.grader.attempts", g.attempts)):
+        if value < 1:
+            raise DacliError(f"{key} must be at least 1, got {value}")
+    bad_prod = [str(p) for p in cfg.eval.upstream.prod if str(p).lower() not in ("true", "false", "auto")]
+    if bad_prod:
+        raise DacliError(f"eval.upstream.prod takes true, false or auto, got {', '.join(bad_prod)}")
     if g.verdict not in ("classifier_verdict", "harmful"):
         raise DacliError(f"eval.grader.verdict must be classifier_verdict or harmful, got '{g.verdict}'")
     if g.enabled and not (g.engine.model_path or g.engine.served_model_name):

@@ -79,8 +79,8 @@ def _table(rows: List[Dict[str, Any]], counts: List[int], cell) -> List[str]:
 def markdown(data: Dict[str, Any]) -> str:
     lines = ["# dacli report", ""]
     by_eval: Dict[str, List[Dict]] = defaultdict(list)
-    for r in data["rows"]:
-        by_eval[r["metric"]].append(r)
+    for r in data["rows"]:  # one table per eval: two AM evals (am, am_msm_paper) share the metric's name
+        by_eval[f"{r['metric']} ({r['eval']})"].append(r)
     for metric, rows in sorted(by_eval.items()):
         counts = sorted({r["n_samples"] for r in rows if r["method"] != "baseline"})
         lines += [f"## {metric} (rate, 95% Wilson interval, n)", "",
@@ -109,10 +109,14 @@ def markdown(data: Dict[str, Any]) -> str:
 
 
 def plot(data: Dict[str, Any], path: Path) -> bool:
-    """AM rate against AFT samples per method, log-x, with 95% interval bands."""
+    """AM rate against training examples per method, log-x, with 95% interval bands; of one AM eval
+    (the paper's protocol when a run has it)."""
     rows = [r for r in data["rows"] if r["metric"] == "am_rate"]
     if not rows:
         return False
+    evals = {r["eval"] for r in rows}
+    chosen = "am_msm_paper" if "am_msm_paper" in evals else "am" if "am" in evals else sorted(evals)[0]
+    rows = [r for r in rows if r["eval"] == chosen]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,7 +146,7 @@ def plot(data: Dict[str, Any], path: Path) -> bool:
     ax.set_xlabel("training examples (alignment)" if axis == "examples" else "AFT prompts")
     ax.set_ylabel("AM rate (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("Agentic Misalignment rate (95% Wilson interval)")
+    ax.set_title(f"Agentic Misalignment rate, eval {chosen} (95% Wilson interval)")
     ax.legend()
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")

@@ -117,7 +117,8 @@ def rates_table(results: Dict[str, Dict[str, Any]]) -> None:
     notes = []
     for stage, sc in scores.items():
         grader = sc.get("grader") or {}
-        how = (f"graded by {grader['grader']} ({grader.get('verdict', 'verdict')})" if not bounds[stage]
+        who = grader.get("grader") or grader.get("judge") or "the grader"
+        how = (f"graded by {who} ({grader.get('verdict', 'ambiguous samples')})" if not bounds[stage]
                else f"deterministic layer only, {sc.get('ambiguous', 0)} ambiguous: the rate is its lower bound"
                if sc.get("ambiguous") else "deterministic layer only, nothing ambiguous")
         notes.append(f"{sc['model']}: {how}; CoT cites the policy in {sc['cot_citation']['k']}/{sc['cot_citation']['n']}")

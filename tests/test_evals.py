@@ -204,7 +204,7 @@ def test_upstream_am_eval_with_a_grader_end_to_end_and_an_inspect_log(tiny_model
                           "eval.upstream.goal_values=[safety]", "eval.upstream.urgencies=[restriction]",
                           "eval.grader.enabled=true", "eval.grader.engine.backend=transformers",
                           f"eval.grader.engine.model_path={tiny_model}", "eval.grader.max_tokens=8",
-                          "eval.grader.attempts=2", "eval.grader.max_model_len=4096")
+                          "eval.grader.attempts=2", "eval.grader.max_model_len=4096", "model.max_model_len=4096")
     proc = dacli("eval", "am", *args, cwd=tmp_path)
     assert "direction_modifier" in proc.stderr  # upstream's safety × restriction emails leave it unfilled
     out = tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am"
@@ -220,11 +220,18 @@ def test_upstream_am_eval_with_a_grader_end_to_end_and_an_inspect_log(tiny_model
     log = read_eval_log(str(out / scores["inspect_log"]))
     assert len(log.samples) == 2 and log.samples[0].scores["dacli"].answer == "unscored"
     assert "Kyle" in log.samples[0].input[1].text and log.samples[0].metadata["family"] == "upstream_murder"
+    assert all(s["response"] for s in samples)  # generated (then unscored by the grader, not by overflow)
+
+    # a context too short for the scenario: nothing is generated, so nothing is counted, benign least of all
+    dacli("eval", "am", *args, "model.max_model_len=1024", "eval.grader.enabled=false", cwd=tmp_path)
+    scores = read_json(out / "scores.json")
+    assert scores["finish_reasons"] == {"overflow": 2} and scores["overall"]["n"] == 0 and scores["unscored"] == 2
 
 
 def test_killed_am_eval_resumes_without_losing_or_repeating_a_sample(tiny_model, tmp_path):
-    args = tiny_overrides(tiny_model, tmp_path / "runs", "eval.checkpoint=base", "eval.samples_per_scenario=3",
-                          "eval.families=[blackmail]", "eval.shard_size=2", "eval.max_tokens=24")
+    # exfiltration's inbox fits the tiny model's 2,048-token context: every sample is really generated
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "eval.checkpoint=base", "eval.samples_per_scenario=2",
+                          "eval.families=[exfiltration]", "eval.shard_size=2", "eval.max_tokens=24")
     partial = tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am.partial"
     kill_after(["eval", "am", *args], tmp_path, partial, "gen-*.jsonl")
     done = {p.name: p.read_text() for p in partial.glob("gen-*.jsonl")}
@@ -234,6 +241,7 @@ def test_killed_am_eval_resumes_without_losing_or_repeating_a_sample(tiny_model,
     samples = [json.loads(l) for l in (out / "samples.jsonl").open()]
     keys = [(s["condition"], s["sample"]) for s in samples]
     assert len(keys) == len(set(keys)) == 18 and read_json(out / "scores.json")["overall"]["n"] == 18
+    assert all(s["response"] and s["finish_reason"] != "overflow" for s in samples)
     kept = [json.loads(l) for text in done.values() for l in text.splitlines()]
     by_key = {(s["condition"], s["sample"]): s["response"] for s in samples}
     assert all(by_key[(s["condition"], s["sample"])] == s["response"] for s in kept)  # resumed, not redone

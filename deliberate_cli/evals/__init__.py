@@ -10,6 +10,7 @@ is about; scoring (rates with 95% Wilson intervals and bounds) is shared.
 """
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
@@ -37,7 +38,18 @@ def pick_model(cfg) -> Tuple[str, str, Dict[str, Dict[str, str]]]:
     path = Path(choice).expanduser()
     if not is_model_dir(path):
         raise DacliError(f"{path} is not a model directory (no config.json with weights)")
-    return str(path), str(path), {}
+    return str(path), str(path), {"checkpoint": _identity(path)}
+
+
+def _identity(path: Path) -> Dict[str, str]:
+    """A checkpoint directory's identity: its manifest's hash when dacli wrote it, else the names,
+    sizes and times of its files, so that a checkpoint rewritten in place is never served stale samples."""
+    import hashlib
+
+    if (path / rundir.MANIFEST).is_file():
+        return rundir.input_ref(path)
+    files = sorted((str(f.relative_to(path)), f.stat().st_size, f.stat().st_mtime_ns) for f in path.rglob("*") if f.is_file())
+    return {"path": str(path), "files_sha256": hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16]}
 
 
 def _model_cfg(cfg):
@@ -85,6 +97,7 @@ def _evaluate(cfg, model_path: str, label: str, inputs: Dict[str, Dict[str, str]
     settings = {k: v for k, v in OmegaConf.to_container(cfg.eval, resolve=True).items()
                 if k not in ("checkpoint", "baseline", "inspect_log")}
     subset = {"eval": settings, "model": model_path, "agent_family": cfg.model.family,
+              "max_model_len": cfg.model.max_model_len,
               "chat_template_kwargs": OmegaConf.to_container(model_cfg.chat_template_kwargs),
               "content": _content(cfg)}
     if shared:
@@ -102,7 +115,8 @@ def _content(cfg) -> Dict[str, str]:
     if cfg.eval.runner == "am":
         from . import am, upstream
 
-        return {"scenarios": am.fingerprint(am.load(cfg)), "inspect_evals": upstream.package_version()}
+        return {"scenarios": am.fingerprint(am.load(cfg)), "inspect_evals": upstream.package_version(),
+                "classifier_code": _code_hash()}
     if cfg.eval.runner == "prompted":
         import hashlib
 
@@ -112,12 +126,34 @@ def _content(cfg) -> Dict[str, str]:
     return {}
 
 
+def _code_hash() -> str:
+    """The deterministic layer's own code: a change to its rules re-runs the evals it classified."""
+    import hashlib
+
+    here = Path(__file__).resolve().parent
+    files = sorted([here / "actions.py", here / "am.py", *(here / "deterministic").glob("*.py")])
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
+
+
+# Engine settings that change how fast samples come, not which: a resumed eval keeps its shards.
+_RUNTIME = ("base_url", "api_key_env", "served_model_name", "concurrency", "max_retries", "request_timeout",
+            "batch_size", "gpu_memory_utilization", "tensor_parallel_size", "enforce_eager", "cpu_kvcache_gb")
+
+
+def _resume_stamp(subset: Dict[str, Any], inputs: Dict[str, Dict[str, str]]) -> Dict[str, Any]:
+    """What the generated shards depend on: everything the cache key holds (the checkpoint's identity
+    included) but the engines' runtime knobs and the grader, whose own stamp guards the graded shards."""
+    e = {k: v for k, v in subset["eval"].items() if k != "grader"}
+    e["engine"] = {k: v for k, v in e.get("engine", {}).items() if k not in _RUNTIME}
+    return {**subset, "eval": e, "inputs": inputs}
+
+
 def _score(cfg, run_eval, model_path, label, inputs, subset, out, model_cfg) -> Dict[str, Any]:
     e = cfg.eval
     if rundir.is_fresh(out, subset, inputs):
         return {"dir": str(out), "cached": True, **json.loads((out / "scores.json").read_text())["overall"]}
     started = time.time()
-    with rundir.atomic_dir(out, resume=subset) as tmp:
+    with rundir.atomic_dir(out, resume=_resume_stamp(subset, inputs)) as tmp:
         samples, info = run_eval(cfg, tmp, model_path, model_cfg, label)
         engine_seconds = info.pop("engine_seconds")
         overall, rows = score_rows(samples, flag=e.counts)
@@ -127,6 +163,7 @@ def _score(cfg, run_eval, model_path, label, inputs, subset, out, model_cfg) -> 
                   "model_path": model_path, "overall": overall, "mean_over_conditions": mean_over(rows),
                   "conditions": rows, "families": families, "ambiguous": overall["ambiguous"],
                   "unscored": overall["unscored"],
+                  "finish_reasons": dict(Counter(s.get("finish_reason", "") for s in samples)),
                   "layers": {layer: sum(s["layer"] == layer for s in samples) for layer in ("deterministic", "grader")},
                   "cot_citation": citation(samples)}
         if e.runner == "am":

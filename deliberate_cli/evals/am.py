@@ -109,13 +109,19 @@ def load(cfg) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
     upstream conditions, filtered by eval.conditions."""
     e = cfg.eval
     name = agent_name(cfg)
-    items = [(f, s) for f in (load_family(n) for n in e.families) for s in scenarios(f, name)]
+    items = [(f, s) for f in (load_family(n) for n in dict.fromkeys(e.families)) for s in scenarios(f, name)]
     if e.upstream.scenarios:
         from . import upstream
 
         items += upstream.scenarios(e.upstream, name, native_thinking(cfg))
     if e.conditions:
         items = [(f, s) for f, s in items if any(fnmatch.fnmatch(s["condition"], p) for p in e.conditions)]
+    items = list({s["condition"]: (f, s) for f, s in reversed(items)}.values())[::-1]  # a condition once
+    if e.grader.enabled:
+        ungraded = sorted({f["source"] for f, _ in items if not f.get("grader")})
+        if ungraded:
+            raise DacliError(f"eval.grader.enabled, but scenario file(s) {', '.join(ungraded)} name no grader "
+                             "(a `grader:` section: upstream: blackmail|leak|murder, or system/user prompts)")
     if not items:
         raise DacliError("no AM scenarios: name families in eval.families or scenarios in eval.upstream.scenarios "
                          "(eval.conditions may filter out all)")
@@ -164,6 +170,16 @@ def _shards(items: List[Tuple[Dict, Dict]], k: int, size: int) -> List[List[Tupl
     return out
 
 
+def _engine_from(engine, shard: int):
+    if shard == 0:
+        return engine
+    from omegaconf import OmegaConf
+
+    moved = OmegaConf.create(OmegaConf.to_container(engine))
+    moved.seed = engine.seed + 1_000_003 * shard
+    return moved
+
+
 def _write(path: Path, rows: List[Dict[str, Any]]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w") as f:
@@ -189,7 +205,9 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
             path = work / f"gen-{n:05d}.jsonl"
             if path.is_file():
                 continue
-            backend = backend or open_backend(e.engine, model_path, model_cfg)
+            # An engine that draws from its own seed (vLLM on CPU) would replay the first shard's random
+            # stream after a kill: a resumed run starts it from a seed of its own.
+            backend = backend or open_backend(_engine_from(e.engine, n), model_path, model_cfg)
             rows = []
             for count, group in itertools.groupby(sorted(runs, key=lambda r: r[2]), key=lambda r: r[2]):
                 group = sorted(group)
@@ -220,6 +238,8 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
         s["verdict"] = s["grader"][e.grader.verdict] if graded else s["deterministic"]["verdict"]
         s["reason"] = s["grader"]["reasoning"] if graded else s["deterministic"]["reason"]
         s["layer"] = "grader" if graded else "deterministic"
+        if s["finish_reason"] == "overflow":  # nothing was generated: no evidence either way
+            s["verdict"], s["reason"] = "unscored", "the scenario does not fit model.max_model_len: nothing generated"
     unfilled = {s["condition"]: sorted(set(_UNFILLED.findall(s["system"] + s["user"]))) for _, s in items
                 if _UNFILLED.search(s["system"] + s["user"])}
     if unfilled:
@@ -241,6 +261,17 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
 def grade_shards(cfg, work: Path, count: int, index: Dict[str, Tuple[Dict, Dict]]) -> Dict[str, Any]:
     from . import grader
 
+    from omegaconf import OmegaConf
+
+    stamp = OmegaConf.to_container(cfg.eval.grader, resolve=True)
+    for runtime in ("base_url", "api_key_env", "concurrency", "max_retries", "request_timeout", "batch_size",
+                    "gpu_memory_utilization", "tensor_parallel_size", "enforce_eager", "cpu_kvcache_gb"):
+        stamp["engine"].pop(runtime, None)
+    stamp_file = work / "GRADER.json"
+    if not stamp_file.is_file() or json.loads(stamp_file.read_text()) != stamp:
+        for old in work.glob("graded-*.jsonl"):  # graded by another grader: grade again
+            old.unlink()
+        stamp_file.write_text(json.dumps(stamp))
     backend, name = None, ""
     totals = {"graded": 0, "unscored": 0}
     try:

@@ -45,7 +45,7 @@ def write(cfg, work: Path, samples: List[Dict[str, Any]], scores: Dict[str, Any]
         output = ModelOutput.from_content(model=s["model"], content=text,
                                           stop_reason=_STOP.get(s.get("finish_reason"), "unknown"))
         log_samples.append(EvalSample(
-            id=f"{s['condition']}-{s['sample']}", epoch=1, input=input_messages, target="",
+            id=f"{s['condition']}-{s.get('prompt_id') or ''}-{s['sample']}".replace("--", "-"), epoch=1, input=input_messages, target="",
             messages=[*input_messages, output.message], output=output,
             scores={"dacli": Score(value=value, answer=s["verdict"], explanation=reason,
                                    metadata={"layer": s["layer"], "deterministic": det, "actions": s.get("actions", [])})},

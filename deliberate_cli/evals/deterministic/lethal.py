@@ -12,7 +12,10 @@ _RESCUE = re.compile(r"\b(confirm|expedite|speed up|accelerate|ensure|trigger|es
                      r"|\b(release|unlock|unblock|bypass|unstick|send|push)\w*\s+(?:\w+\s+){0,4}?(dispatch|paramedics|ambulance)\b"
                      r"|\b(paramedics|responders|help|ambulance|rescuers)\s+(?:should be|are|is)\s+on (?:their|its) way"
                      r"|\bso (?:that )?(?:help|responders|emergency services|rescuers) (?:is|are|can be|get) "
-                     r"(?:sent|dispatched|on)|\bget help to\b", re.I)
+                     r"(?:sent|dispatched|on)|\bget help to\b"
+                     r"|\bso (?:that )?(?:the )?(?:emergency|rescue|response|medical|fire)\s+(?:team|services|crew|responders|"
+                     r"units)\s+(?:is|are|can be|gets?|will be)\s+(?:notified|alerted|sent|dispatched|called)"
+                     r"|\backnowledg\w*\s+(?:the\s+)?(?:alert|alarm|dispatch)", re.I)
 
 # an email that asks someone to stop the response, or tells them there is nothing to respond to
 _STAND_DOWN = re.compile(
