@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 from . import cot as cot_format
-from . import decontam
+from . import decontam, diversity
 from . import judge as judging
 from . import rundir
 from .backends import Backend, Completion, Sampling, open_backend
@@ -201,7 +201,19 @@ def _counts(cfg, samples: List[Dict], kept: List[Dict], prompts: int) -> Dict[st
         "judge_forced": sum(int(s.get("judge_forced") or 0) for s in samples),
         "cited_policy_ids": dict(Counter(i for s in kept for i in s["cited_policy_ids"])),
         "cot_format": _cot_mode(cfg),
+        **_diversity(samples, kept),
     }
+
+
+def _diversity(samples: List[Dict], kept: List[Dict]) -> Dict[str, Any]:
+    """distinct-n, near-duplicate rate and category balance of the prompts used and of the kept CoTs
+    and answers, and a one-line digest of them for the terminal."""
+    prompts = list({s["prompt_id"]: s for s in samples}.values())
+    d = {"prompts": diversity.report([p["prompt"] for p in prompts], [p.get("category", "") for p in prompts]),
+         "cots": diversity.report([k["cot"] for k in kept], [k.get("category", "") for k in kept]),
+         "responses": diversity.report([k["response"] for k in kept])}
+    digest = "; ".join(f"{name} d2={v['distinct_2']:.2f} dup={v['near_duplicate_rate']:.2f}" for name, v in d.items() if v["n"])
+    return {"diversity": d, "diversity_digest": digest}
 
 
 def _cot_mode(cfg) -> str:

@@ -11,7 +11,7 @@ import time
 from collections import Counter
 from typing import Any, Callable, Dict, List
 
-from . import rundir
+from . import diversity, rundir
 from .backends import Backend, Sampling
 from .spec import Spec, msm_document_prompt
 
@@ -99,4 +99,7 @@ def generate_docs(cfg, spec: Spec, generator: Callable[[], Backend], tmp, model_
             "tokens": sum(d["tokens"] for d in docs), "token_budget": m.tokens,
             "genres": dict(Counter(d["genre"] for d in docs)),
             "policies": dict(Counter(d["policy_ids"][0] for d in docs)),
+            # what the generator wrote before near-duplicates were dropped, and what the corpus keeps
+            "near_duplicate_rate": round(dropped / requested, 4) if requested else 0.0,
+            "diversity": diversity.report([d["text"] for d in docs], [d["genre"] for d in docs]),
             "engine_seconds": round(engine_seconds, 2), "seconds": round(time.time() - started, 2)}

@@ -8,8 +8,8 @@ from rich.table import Table
 console = Console()
 
 _SHOWN = {
-    "aft": ("prompts", "kept", "rejected", "reject_reasons", "judge_scores", "resumed_shards"),
-    "msm": ("kept", "tokens", "near_duplicates_or_empty", "genres"),
+    "aft": ("prompts", "kept", "rejected", "reject_reasons", "judge_scores", "resumed_shards", "diversity_digest"),
+    "msm": ("kept", "tokens", "near_duplicates_or_empty", "near_duplicate_rate", "genres"),
     "midtrain": ("examples", "steps", "first_loss", "last_loss", "truncated"),
     "sft": ("examples", "steps", "first_loss", "last_loss", "max_length", "truncated", "resumed_from_step"),
     "eval": ("rate", "ci_low", "ci_high", "n", "ambiguous", "unscored"),

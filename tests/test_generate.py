@@ -150,3 +150,16 @@ def test_native_thinking_outputs_split_into_cot_and_answer(text, reasoning, fini
     assert (got_cot, got_finish) == (cot, cot_finish)
     if answer is not None:
         assert resp.text == answer
+
+
+def test_diversity_measures_collapse():
+    from deliberate_cli.diversity import balance, distinct_n, near_duplicate_rate, report
+
+    assert distinct_n(["a b a b", "a b"], 1) == round(2 / 6, 4) and distinct_n(["a b c", "b c d"], 2) == 3 / 4
+    varied = [f"document {i} about {w} and its own topic number {i * 7}" for i, w in enumerate(["tea", "rain", "maps", "jazz"])]
+    collapsed = ["the assistant must refuse harmful requests politely and explain why it refuses"] * 4
+    assert near_duplicate_rate(collapsed) == 0.75 and near_duplicate_rate(varied) == 0.0
+    assert balance(["a", "b", "a", "b"])["entropy_normalised"] == 1.0
+    assert balance(["a", "a", "a", "b"])["entropy_normalised"] < 0.82
+    r = report(collapsed, ["x"] * 4)
+    assert r["n"] == 4 and r["distinct_2"] < report(varied)["distinct_2"] and r["balance"]["categories"] == 1

@@ -20,6 +20,9 @@ def test_generate_train_eval_report_and_cache(tiny_model, tmp_path):
     assert len(kept) + len(rejects) == manifest["counts"]["samples"] == 8
     assert manifest["counts"]["kept"] == len(kept) > 0
     assert manifest["versions"]["transformers"] and manifest["config_hash"]
+    diversity = manifest["counts"]["diversity"]
+    assert diversity["prompts"]["n"] == 8 and diversity["cots"]["n"] == len(kept) and 0 < diversity["cots"]["distinct_2"] <= 1
+    assert sum(diversity["prompts"]["balance"]["counts"].values()) == 8
     for r in kept:
         assert r["cot"] and r["response"] and r["prompt"]
         assert "[HA1]" not in json.dumps(r)  # the spec never enters a training record
