@@ -29,4 +29,4 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     assert "dacli run: quickstart-aft_cot-n16" in out
     # the terminal ends with the rate, its interval and, with no grader, its bounds
     table = out[out.index("am_rate (harmful): k/n, rate, 95% Wilson interval"):]
-    assert "bounds" in table and "overall" in table and "mean over conditions" in table
+    assert "bounds" in table and "overall" in table and "mean over" in table  # rich wraps to the terminal
