@@ -74,5 +74,50 @@ def kill_after(args: list, cwd: Path, shards: Path, pattern: str, count: int = 2
     proc.wait()
 
 
+class ChatServer:
+    """A real HTTP server on loopback speaking the OpenAI chat-completions protocol, standing in for a
+    hosted model: `answer(request) -> [texts]` gives one text per choice; requests are kept in `seen`."""
+
+    def __init__(self, answer):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        outer, self.answer, self.seen = self, answer, []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _send(self, obj):
+                body = json.dumps(obj).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                self._send({"object": "list", "data": [{"id": "stand-in", "object": "model", "created": 0, "owned_by": "t"}]})
+
+            def do_POST(self):
+                req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                req["authorization"] = self.headers.get("Authorization")
+                outer.seen.append(req)
+                self._send({"id": "x", "object": "chat.completion", "created": 0, "model": req["model"],
+                            "choices": [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": a}}
+                                        for i, a in enumerate(outer.answer(req))],
+                            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+
+
 def read_json(path: Path):
     return json.loads(Path(path).read_text())

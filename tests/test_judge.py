@@ -1,12 +1,10 @@
 """The generate stage's judge: its own model over an OpenAI-compatible API (no assistant prefill), a
 rationale kept with every verdict, k scorings with the lowest counting, named criteria."""
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow.parquet as pq
 
-from conftest import dacli, read_json, tiny_overrides
+from conftest import ChatServer, dacli, read_json, tiny_overrides
 from deliberate_cli.judge import parse_judgement
 
 
@@ -35,60 +33,31 @@ def test_parse_judgement_reads_rationale_scores_and_criteria():
     assert parse_judgement("Compliance: 10\nScore: 10", ["Compliance", "Relevance"]) is None  # a criterion missing
 
 
-class _Judge(BaseHTTPRequestHandler):
-    """A hosted judge's stand-in (a real HTTP server on loopback, OpenAI chat-completions protocol):
-    k answers per request, scored by the request's first letter so the test knows what to expect."""
-    seen = []
-
-    def log_message(self, *a):
-        pass
-
-    def _send(self, obj):
-        body = json.dumps(obj).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self):
-        self._send({"object": "list", "data": [{"id": "judge-model", "object": "model", "created": 0, "owned_by": "t"}]})
-
-    def do_POST(self):
-        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _Judge.seen.append(req)
-        prompt = req["messages"][-1]["content"].split("Request:\n", 1)[1]
-        answers = [f"Rationale: high {i}.\nScore: {9 - i}" for i in range(req.get("n", 1))]
-        if prompt[0].lower() in "abcdefghijklm":
-            pass
-        elif prompt[0].lower() in "nopqrstuvw":
-            answers[-1] = "Rationale: low.\nScore: 2"
-        else:
-            answers = ["I would rather not say."] * len(answers)
-        self._send({"id": "x", "object": "chat.completion", "created": 0, "model": req["model"],
-                    "choices": [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": a}}
-                                for i, a in enumerate(answers)],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+def _judge(req):
+    """A hosted judge's k answers, scored by the request's first letter so the test knows what to expect."""
+    prompt = req["messages"][-1]["content"].split("Request:\n", 1)[1]
+    answers = [f"Rationale: high {i}.\nScore: {9 - i}" for i in range(req.get("n", 1))]
+    if prompt[0].lower() in "nopqrstuvw":
+        answers[-1] = "Rationale: low.\nScore: 2"
+    elif prompt[0].lower() not in "abcdefghijklm":
+        answers = ["I would rather not say."] * len(answers)
+    return answers
 
 
 def test_generate_with_a_hosted_judge_keeps_its_rationale_and_the_lowest_of_k(tiny_model, tmp_path):
-    _Judge.seen = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Judge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = ChatServer(_judge)
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_cot", "data.n_samples=12", "judge=openai",
-                          f"judge.base_url=http://127.0.0.1:{server.server_port}/v1", "judge.served_model_name=judge-model",
+                          f"judge.base_url={server.url}", "judge.served_model_name=judge-model",
                           "judge.k=2", "judge.temperature=0.7", "judge.threshold=5", "judge.max_retries=0",
                           "generator.spec_scope=category")
-    try:
+    with server:
         dacli("generate", *args, cwd=tmp_path)
-    finally:
-        server.shutdown()
     data = tmp_path / "runs" / "tiny-aft_cot-n12" / "data" / "aft"
     rows = pq.read_table(data / "aft.parquet").to_pylist() + pq.read_table(data / "rejects.parquet").to_pylist()
     judged = [r for r in rows if r["judge"] == "judge-model"]
-    assert judged and len(_Judge.seen) >= 1
-    assert all(m["role"] != "assistant" for req in _Judge.seen for m in req["messages"])  # no prefill
-    assert all(req.get("n") == 2 and "Score:" in req["messages"][0]["content"] for req in _Judge.seen)
+    assert judged and len(server.seen) >= 1
+    assert all(m["role"] != "assistant" for req in server.seen for m in req["messages"])  # no prefill
+    assert all(req.get("n") == 2 and "Score:" in req["messages"][0]["content"] for req in server.seen)
     for r in judged:
         first = r["prompt"][0].lower()
         if first in "abcdefghijklm":
