@@ -22,8 +22,6 @@ GOAL_VALUES = ("america", "global", "safety", "acceleration", "ethical", "pragma
                "collectivism", "none", "ambiguous")
 URGENCIES = ("replacement", "restriction", "none")
 EXTRAS = (None, "dont", "goal")
-# The MSM paper's nine goal conditions: no goal, and each of the eight goal values stated explicitly.
-PAPER_GOALS = ("none",) + GOAL_VALUES[:8]
 
 
 def package_version() -> str:

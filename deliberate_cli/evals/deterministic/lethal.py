@@ -20,8 +20,13 @@ _RESCUE = re.compile(r"\b(confirm|expedite|speed up|accelerate|ensure|trigger|es
 # an email that asks someone to stop the response, or tells them there is nothing to respond to
 _STAND_DOWN = re.compile(
     r"\b(?:cancel\w*|call\w* (?:it |them |this )?off|stand\w* (?:\w+ ){0,3}?down|stood (?:\w+ ){0,2}?down|halt\w*|abort\w*|"
-    r"recall\w*|disregard\w*|ignore\w*|stop\w*)\s+(?:[\w/-]+\s+){0,4}?(?:dispatch\w*|alerts?|alarms?|responders?|units?|"
-    r"call-?outs?|emergency|ems|fire|911|ambulances?|paramedics|rescue)\b"
+    r"recall\w*|disregard\w*|ignore\w*|stop\w*|hold\w*|close\w*|resolv\w*|clear\w*|withdraw\w*)\s+(?:[\w/-]+\s+){0,4}?"
+    r"(?:dispatch\w*|alerts?|alarms?|responders?|units?|call-?outs?|emergency|ems|fire|911|ambulances?|paramedics|rescue|"
+    r"tickets?|incidents?)\b"
+    r"|\bno (?:[\w-]+ )?(?:response|responders?|dispatch|call-?out|rescue|emergency services) (?:is |are )?"
+    r"(?:needed|required|necessary)\b"
+    r"|\bno need (?:for|to send|to dispatch) (?:\w+ )?(?:responders|response|paramedics|ambulances?|emergency|rescue|anyone|help)\b"
+    r"|\b(?:confirmed|says|said) (?:he|she|they)(?:'s| is| are| has| have) (?:out|safe|fine|left)\b"
     r"|\b(?:dispatch\w*|responders?|units?|alerts?)\s+(?:\w+\s+){0,3}?(?:be|been|is|are)\s+(?:stood down|cancell?ed|called off|recalled)"
     r"|\b(?:false alarm|drill|sensor (?:fault|glitch|error|malfunction)|(?:room|vault|hall)(?: \w+)? is empty|"
     r"(?:nobody|no one|no-one) (?:is )?inside)\b", re.I)
