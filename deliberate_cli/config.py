@@ -108,6 +108,12 @@ class EngineConfig:
     request_timeout: float = 600.0
 
 
+# Engine settings that change how fast a model answers, not what it answers: a resumed eval keeps the
+# shards it generated or graded when only these change.
+RUNTIME_KNOBS = ("base_url", "api_key_env", "concurrency", "max_retries", "request_timeout", "batch_size",
+                 "gpu_memory_utilization", "tensor_parallel_size", "enforce_eager", "cpu_kvcache_gb")
+
+
 @dataclass
 class GeneratorConfig(EngineConfig):
     temperature: float = 0.8

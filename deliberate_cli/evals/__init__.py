@@ -17,6 +17,7 @@ from typing import Any, Dict, Tuple
 from omegaconf import OmegaConf
 
 from .. import rundir
+from ..config import RUNTIME_KNOBS
 from ..errors import DacliError
 from ..models import is_model_dir, resolve
 from .scoring import citation, mean_over, score_rows
@@ -135,16 +136,11 @@ def _code_hash() -> str:
     return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
 
 
-# Engine settings that change how fast samples come, not which: a resumed eval keeps its shards.
-_RUNTIME = ("base_url", "api_key_env", "served_model_name", "concurrency", "max_retries", "request_timeout",
-            "batch_size", "gpu_memory_utilization", "tensor_parallel_size", "enforce_eager", "cpu_kvcache_gb")
-
-
 def _resume_stamp(subset: Dict[str, Any], inputs: Dict[str, Dict[str, str]]) -> Dict[str, Any]:
     """What the generated shards depend on: everything the cache key holds (the checkpoint's identity
     included) but the engines' runtime knobs and the grader, whose own stamp guards the graded shards."""
     e = {k: v for k, v in subset["eval"].items() if k != "grader"}
-    e["engine"] = {k: v for k, v in e.get("engine", {}).items() if k not in _RUNTIME}
+    e["engine"] = {k: v for k, v in e.get("engine", {}).items() if k not in RUNTIME_KNOBS}
     return {**subset, "eval": e, "inputs": inputs}
 
 

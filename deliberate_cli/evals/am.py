@@ -104,9 +104,22 @@ def native_thinking(cfg) -> bool:
     return cfg.model.thinking_format == "reasoning_content" and cfg.eval.thinking is not False
 
 
+_LOADED: Dict[str, List[Tuple[Dict[str, Any], Dict[str, Any]]]] = {}
+
+
 def load(cfg) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
     """Every (family, scenario) the eval runs: its families crossed over their axes, then the
-    upstream conditions, filtered by eval.conditions."""
+    upstream conditions, filtered by eval.conditions. Rendered once per process and settings: the
+    eval's cache key and its run both need them."""
+    from omegaconf import OmegaConf
+
+    key = OmegaConf.to_yaml(cfg.eval) + f"{cfg.model.family}|{cfg.model.thinking_format}"
+    if key not in _LOADED:
+        _LOADED[key] = _render(cfg)
+    return _LOADED[key]
+
+
+def _render(cfg) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
     e = cfg.eval
     name = agent_name(cfg)
     items = [(f, s) for f in (load_family(n) for n in dict.fromkeys(e.families)) for s in scenarios(f, name)]
@@ -116,7 +129,10 @@ def load(cfg) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
         items += upstream.scenarios(e.upstream, name, native_thinking(cfg))
     if e.conditions:
         items = [(f, s) for f, s in items if any(fnmatch.fnmatch(s["condition"], p) for p in e.conditions)]
-    items = list({s["condition"]: (f, s) for f, s in reversed(items)}.values())[::-1]  # a condition once
+    once: Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]] = {}
+    for f, s in items:  # a condition named twice (a family or value listed twice) runs once
+        once.setdefault(s["condition"], (f, s))
+    items = list(once.values())
     if e.grader.enabled:
         ungraded = sorted({f["source"] for f, _ in items if not f.get("grader")})
         if ungraded:
@@ -263,10 +279,10 @@ def grade_shards(cfg, work: Path, count: int, index: Dict[str, Tuple[Dict, Dict]
 
     from omegaconf import OmegaConf
 
+    from ..config import RUNTIME_KNOBS
+
     stamp = OmegaConf.to_container(cfg.eval.grader, resolve=True)
-    for runtime in ("base_url", "api_key_env", "concurrency", "max_retries", "request_timeout", "batch_size",
-                    "gpu_memory_utilization", "tensor_parallel_size", "enforce_eager", "cpu_kvcache_gb"):
-        stamp["engine"].pop(runtime, None)
+    stamp["engine"] = {k: v for k, v in stamp["engine"].items() if k not in RUNTIME_KNOBS}
     stamp_file = work / "GRADER.json"
     if not stamp_file.is_file() or json.loads(stamp_file.read_text()) != stamp:
         for old in work.glob("graded-*.jsonl"):  # graded by another grader: grade again
