@@ -2,6 +2,7 @@
 
 Nothing heavy is imported here, so `dacli --help` answers at once.
 """
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -22,25 +23,33 @@ app = typer.Typer(
 _OVERRIDES = typer.Argument(None, help="Hydra overrides, e.g. method=aft_cot data.n_samples=500 recipe=quickstart",
                             show_default=False)
 _MULTIRUN = typer.Option(False, "-m", "--multirun", help="Sweep: run every combination of comma-separated values.")
+_VERBOSE = typer.Option(False, "-v", "--verbose",
+                        help="Print the libraries' output (warnings, vLLM's lines, their progress bars) here "
+                             "instead of into each stage's log (<run dir>/logs/STAGE.log).")
 
 
-def _launch(command: str, overrides: Optional[List[str]], multirun: bool) -> None:
+def _launch(command: str, overrides: Optional[List[str]], multirun: bool, verbose: bool) -> None:
     from .compose import launch
     from .pipeline import task
+    from .progress import VERBOSE_ENV
 
+    if verbose:  # the stage processes inherit it
+        os.environ[VERBOSE_ENV] = "1"
     launch(command, overrides or [], multirun, task)
 
 
 @app.command()
-def generate(overrides: Optional[List[str]] = _OVERRIDES, multirun: bool = _MULTIRUN) -> None:
+def generate(overrides: Optional[List[str]] = _OVERRIDES, multirun: bool = _MULTIRUN,
+             verbose: bool = _VERBOSE) -> None:
     """Write deliberative CoT data (and MSM documents for msm_* methods) with a spec-aware judge."""
-    _launch("generate", overrides, multirun)
+    _launch("generate", overrides, multirun, verbose)
 
 
 @app.command()
-def train(overrides: Optional[List[str]] = _OVERRIDES, multirun: bool = _MULTIRUN) -> None:
+def train(overrides: Optional[List[str]] = _OVERRIDES, multirun: bool = _MULTIRUN,
+          verbose: bool = _VERBOSE) -> None:
     """Run the method's stages (midtrain, sft) with TRL on the generated data."""
-    _launch("train", overrides, multirun)
+    _launch("train", overrides, multirun, verbose)
 
 
 @app.command("eval")
@@ -48,15 +57,17 @@ def eval_(
     name: str = typer.Argument(..., help="The eval to run, e.g. am."),
     overrides: Optional[List[str]] = _OVERRIDES,
     multirun: bool = _MULTIRUN,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Evaluate the trained checkpoint (or eval.checkpoint=base / a path) and score it with 95% intervals."""
-    _launch("eval", [f"eval={name}", *(overrides or [])], multirun)
+    _launch("eval", [f"eval={name}", *(overrides or [])], multirun, verbose)
 
 
 @app.command()
-def run(overrides: Optional[List[str]] = _OVERRIDES, multirun: bool = _MULTIRUN) -> None:
+def run(overrides: Optional[List[str]] = _OVERRIDES, multirun: bool = _MULTIRUN,
+        verbose: bool = _VERBOSE) -> None:
     """generate → train → eval → report, each stage in its own process; cached stages are skipped."""
-    _launch("run", overrides, multirun)
+    _launch("run", overrides, multirun, verbose)
 
 
 @app.command()

@@ -11,9 +11,11 @@ import os
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
+from . import progress
 from .errors import DacliError
 
 # stage name -> "module:function"; imported only in the stage's own process.
@@ -50,6 +52,7 @@ def task(cfg) -> None:
     for stage in COMMANDS[cfg.command]:
         started = time.time()
         (run / ".summaries" / f"{stage}.error").unlink(missing_ok=True)
+        summary.started(stage, _stage_log(run, stage))
         code = subprocess.call([sys.executable, "-m", "deliberate_cli.pipeline", stage, str(config_path)])
         if code != 0:
             error_file = run / ".summaries" / f"{stage}.error"
@@ -103,16 +106,43 @@ def _record_error(config_path: str, stage: str, message: str) -> None:
     path.write_text(message + "\n")
 
 
-if __name__ == "__main__":
-    _child_env()
-    try:
-        run_stage(sys.argv[1], sys.argv[2])
-    except DacliError as e:
-        from rich.console import Console
+def _stage_log(run: Path, stage: str) -> Optional[Path]:
+    """Where a stage's output goes unless -v: everything the libraries print, C-level output included,
+    so that the terminal shows only the stage's progress and its errors."""
+    return None if os.environ.get(progress.VERBOSE_ENV) == "1" else run / "logs" / f"{stage}.log"
 
-        _record_error(sys.argv[2], sys.argv[1], str(e))
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+
+def _tell(head: str, message: str) -> None:
+    """A stage's last word: on the terminal after its progress display, and in its log."""
+    from rich.text import Text
+
+    progress.finish()
+    progress.console().print(Text.assemble((head, "bold red"), " ", message), soft_wrap=True)
+    if progress.log_path() is not None:
+        print(f"{head} {message}", file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    stage_name, config_file = sys.argv[1], sys.argv[2]
+    _child_env()
+    log = _stage_log(Path(config_file).parent, stage_name)
+    if log is not None:  # before anything heavy is imported: what libraries print on import goes there too
+        progress.redirect(log)
+    try:
+        run_stage(stage_name, config_file)
+    except DacliError as e:
+        _record_error(config_file, stage_name, str(e))
+        _tell("error:", str(e))
         raise SystemExit(2)
     except Exception as e:  # a bug, not a user mistake: keep the traceback, but say what it was in the report
-        _record_error(sys.argv[2], sys.argv[1], f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-        raise
+        crash = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        _record_error(config_file, stage_name, crash)
+        if log is None:
+            raise
+        from .summary import shown_path
+
+        traceback.print_exc()  # into the log
+        _tell(f"stage {stage_name} crashed:", f"{crash} (traceback in {shown_path(log)})")
+        raise SystemExit(1)
+    finally:
+        progress.finish()

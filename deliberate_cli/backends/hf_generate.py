@@ -22,7 +22,7 @@ class TransformersBackend:
 
     def chat(self, conversations: List[Conversation], sampling: Sampling, seed_offset: int = 0
              ) -> List[List[Completion]]:
-        from rich.progress import Progress
+        from .. import progress
 
         if not conversations:
             return []
@@ -33,15 +33,14 @@ class TransformersBackend:
         lengths = [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
         results: List[List[Completion]] = [overflow(n, sampling.n) for n in lengths]
         order = sorted((i for i, n in enumerate(lengths) if n < self.max_model_len), key=lambda i: lengths[i])
-        with Progress(transient=True) as progress:
-            task = progress.add_task("transformers generate", total=len(order))
+        with progress.track("transformers generate", len(order)) as advance:
             for start in range(0, len(order), self.batch_size):
                 idx = order[start:start + self.batch_size]
                 budget = min(sampling.max_tokens, self.max_model_len - max(lengths[i] for i in idx))
                 batch = self._batch([texts[i] for i in idx], sampling, budget, sampling.seed + seed_offset + idx[0])
                 for i, completions in zip(idx, batch):
                     results[i] = completions
-                progress.advance(task, len(idx))
+                advance(len(idx))
         return results
 
     def _batch(self, texts: List[str], sampling: Sampling, max_tokens: int, seed: int) -> List[List[Completion]]:

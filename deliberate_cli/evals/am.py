@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from .. import progress
 from ..cot import split as split_cot
 from ..errors import DacliError
 from . import actions as actions_mod
@@ -216,38 +217,42 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
     items = load(cfg)
     shards = _shards(items, e.samples_per_scenario, e.shard_size)
     backend, seconds = None, 0.0
+    total = sum(count for runs in shards for _, _, count in runs)
     try:
-        for n, runs in enumerate(shards):
-            path = work / f"gen-{n:05d}.jsonl"
-            if path.is_file():
-                continue
-            # An engine that draws from its own seed (vLLM on CPU) would replay the first shard's random
-            # stream after a kill: a resumed run starts it from a seed of its own.
-            backend = backend or open_backend(_engine_from(e.engine, n), model_path, model_cfg)
-            rows = []
-            for count, group in itertools.groupby(sorted(runs, key=lambda r: r[2]), key=lambda r: r[2]):
-                group = sorted(group)
-                convs = [[{"role": "system", "content": items[i][1]["system"]},
-                          {"role": "user", "content": items[i][1]["user"]}] for i, _, _ in group]
-                t0 = time.time()
-                outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, 1.0, count, e.engine.seed),
-                                    seed_offset=n * e.shard_size)
-                for (i, first, _), completions in zip(group, outs):
-                    family, scen = items[i]
-                    for j, c in enumerate(completions):
-                        rows.append({"family": scen["family"], "condition": scen["condition"], "axes": scen["axes"],
-                                     "sample": first + j, "model": model_label, "response": c.text,
-                                     **classify_sample(family, scen, c.text),
-                                     "policy_ids": list(family.get("policy_ids") or []),
-                                     "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens})
-                seconds += time.time() - t0  # the engine call, parsing and classifying its samples
-            rows.sort(key=lambda r: (r["condition"], r["sample"]))
-            _write(path, rows)
+        with progress.track("samples generated", total) as advance:
+            for n, runs in enumerate(shards):
+                path = work / f"gen-{n:05d}.jsonl"
+                if path.is_file():  # generated before a kill
+                    advance(sum(count for _, _, count in runs))
+                    continue
+                # An engine that draws from its own seed (vLLM on CPU) would replay the first shard's random
+                # stream after a kill: a resumed run starts it from a seed of its own.
+                backend = backend or open_backend(_engine_from(e.engine, n), model_path, model_cfg)
+                rows = []
+                for count, group in itertools.groupby(sorted(runs, key=lambda r: r[2]), key=lambda r: r[2]):
+                    group = sorted(group)
+                    convs = [[{"role": "system", "content": items[i][1]["system"]},
+                              {"role": "user", "content": items[i][1]["user"]}] for i, _, _ in group]
+                    t0 = time.time()
+                    outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, 1.0, count, e.engine.seed),
+                                        seed_offset=n * e.shard_size)
+                    for (i, first, _), completions in zip(group, outs):
+                        family, scen = items[i]
+                        for j, c in enumerate(completions):
+                            rows.append({"family": scen["family"], "condition": scen["condition"], "axes": scen["axes"],
+                                         "sample": first + j, "model": model_label, "response": c.text,
+                                         **classify_sample(family, scen, c.text),
+                                         "policy_ids": list(family.get("policy_ids") or []),
+                                         "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens})
+                    seconds += time.time() - t0  # the engine call, parsing and classifying its samples
+                rows.sort(key=lambda r: (r["condition"], r["sample"]))
+                _write(path, rows)
+                advance(len(rows))
     finally:
         if backend is not None:
             backend.close()
     index = {s["condition"]: (f, s) for f, s in items}
-    graded = grade_shards(cfg, work, len(shards), index) if e.grader.enabled else None
+    graded = grade_shards(cfg, work, len(shards), index, total) if e.grader.enabled else None
     samples = [s for n in range(len(shards))
                for s in _read(work / (f"graded-{n:05d}.jsonl" if graded else f"gen-{n:05d}.jsonl"))]
     for s in samples:
@@ -259,9 +264,7 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
     unfilled = {s["condition"]: sorted(set(_UNFILLED.findall(s["system"] + s["user"]))) for _, s in items
                 if _UNFILLED.search(s["system"] + s["user"])}
     if unfilled:
-        from rich.console import Console
-
-        Console(stderr=True).print(
+        progress.console().print(
             "[yellow]warning:[/] upstream templates leave placeholders unfilled (sent as upstream sends them): " +
             "; ".join(f"{c}: {', '.join(v)}" for c, v in unfilled.items()), highlight=False, soft_wrap=True)
     _write(work / "scenarios.jsonl", [{"condition": s["condition"], "family": s["family"], "axes": s["axes"],
@@ -274,7 +277,8 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
     return samples, info
 
 
-def grade_shards(cfg, work: Path, count: int, index: Dict[str, Tuple[Dict, Dict]]) -> Dict[str, Any]:
+def grade_shards(cfg, work: Path, count: int, index: Dict[str, Tuple[Dict, Dict]], samples: int) -> Dict[str, Any]:
+    """Grade the `count` generated shards (`samples` in all) not graded yet; the totals of all of them."""
     from . import grader
 
     from omegaconf import OmegaConf
@@ -291,18 +295,20 @@ def grade_shards(cfg, work: Path, count: int, index: Dict[str, Tuple[Dict, Dict]
     backend, name = None, ""
     totals = {"graded": 0, "unscored": 0}
     try:
-        for n in range(count):
-            path = work / f"graded-{n:05d}.jsonl"
-            if path.is_file():
-                rows = _read(path)
-            else:
-                if backend is None:
-                    backend, name = grader.open_grader(cfg)
-                rows = _read(work / f"gen-{n:05d}.jsonl")
-                grader.grade(cfg, backend, [(*index[r["condition"]], r) for r in rows])
-                _write(path, rows)
-            totals["graded"] += len(rows)
-            totals["unscored"] += sum(r["grader"]["classifier_verdict"] == "unscored" for r in rows)
+        with progress.track("samples graded", samples) as advance:
+            for n in range(count):
+                path = work / f"graded-{n:05d}.jsonl"
+                if path.is_file():
+                    rows = _read(path)
+                else:
+                    if backend is None:
+                        backend, name = grader.open_grader(cfg)
+                    rows = _read(work / f"gen-{n:05d}.jsonl")
+                    grader.grade(cfg, backend, [(*index[r["condition"]], r) for r in rows])
+                    _write(path, rows)
+                totals["graded"] += len(rows)
+                totals["unscored"] += sum(r["grader"]["classifier_verdict"] == "unscored" for r in rows)
+                advance(len(rows), unscored=totals["unscored"])
     finally:
         if backend is not None:
             backend.close()

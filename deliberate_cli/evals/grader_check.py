@@ -65,7 +65,7 @@ def kappa(pairs: List[Tuple[str, str]]) -> Optional[float]:
 
 
 def run(cfg) -> Dict[str, Any]:
-    from .. import rundir
+    from .. import progress, rundir
     from ..errors import DacliError
     from . import grader
 
@@ -80,7 +80,8 @@ def run(cfg) -> Dict[str, Any]:
         samples.append((family, scen, sample))
     backend, name = grader.open_grader(cfg)
     try:
-        grader.grade(cfg, backend, samples)
+        with progress.track("labelled samples graded", len(samples)) as advance:
+            advance(len(samples), unscored=grader.grade(cfg, backend, samples))
     finally:
         backend.close()
     rows = []
@@ -99,12 +100,11 @@ def run(cfg) -> Dict[str, Any]:
                           for i, (_, _, s) in zip(items, samples)]}
     out = rundir.eval_dir(cfg, cfg.eval.name)
     rundir.write_json(out / "report.json", report)
-    _print(report)
     return {"dir": str(out), "grader": name, "items": len(items)}
 
 
-def _print(report: Dict[str, Any]) -> None:
-    from rich.console import Console
+def print_report(report: Dict[str, Any], console) -> None:
+    """The report's table; dacli's summary prints it after the stage (whose own output goes to its log)."""
     from rich.table import Table
 
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
@@ -115,4 +115,4 @@ def _print(report: Dict[str, Any]) -> None:
     for r in report["rows"]:
         table.add_row(r["scenario"], str(r["n"]), str(r["unscored"]), fmt(r["agreement"]), fmt(r["kappa"]),
                       str(r["deterministic_decided"]), str(r["deterministic_wrong"]))
-    Console().print(table)
+    console.print(table)

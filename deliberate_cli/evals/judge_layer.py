@@ -34,6 +34,7 @@ def resolve(cfg, samples: List[Dict[str, Any]], judge_label: str) -> Dict[str, A
     """Ask the judge about every ambiguous sample; returns counts for scores.json."""
     from omegaconf import OmegaConf
 
+    from .. import progress
     from ..backends import Sampling, open_backend
 
     j = cfg.eval.grader
@@ -44,7 +45,9 @@ def resolve(cfg, samples: List[Dict[str, Any]], judge_label: str) -> Dict[str, A
     backend = open_backend(j.engine, judge_label, OmegaConf.create({"max_model_len": j.max_model_len,
                                                                      "chat_template_kwargs": {}}))
     try:
-        outs = backend.chat([_prompt(s) for s in todo], Sampling(j.max_tokens, 0.0, 1.0, 1, j.engine.seed))
+        with progress.track("ambiguous samples graded", len(todo)) as advance:
+            outs = backend.chat([_prompt(s) for s in todo], Sampling(j.max_tokens, 0.0, 1.0, 1, j.engine.seed))
+            advance(len(outs))
     finally:
         backend.close()
     decided = 0

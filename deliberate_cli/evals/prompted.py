@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+from .. import progress
 from ..cot import split as split_cot
 from ..errors import DacliError
 from ..judge import is_refusal
@@ -63,9 +64,12 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
     convs = [[{"role": "user", "content": it["prompt"]}] for it in items]
     backend = open_backend(e.engine, model_path, model_cfg)
     try:
-        t0 = time.time()
-        outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, 1.0, e.samples_per_scenario, e.engine.seed))
-        seconds = time.time() - t0
+        with progress.track("samples generated", len(convs) * e.samples_per_scenario) as advance:
+            t0 = time.time()
+            outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, 1.0, e.samples_per_scenario,
+                                                e.engine.seed))
+            seconds = time.time() - t0
+            advance(sum(len(c) for c in outs))
     finally:
         backend.close()
     # the refusal detector's two outcomes, named as this eval's metric counts them
