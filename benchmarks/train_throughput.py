@@ -81,12 +81,18 @@ def main():
         overrides = [f"data.n_samples={a.n}", f"model.name_or_path={model}", "model.name=bench", f"run.root={run_root}",
                      "method=aft_cot", f"train.epochs={a.epochs}", f"train.batch_size={a.batch_size}",
                      "train.learning_rate=1e-5", "train.report_to=[]", f"train.packing={packing}"]
-        # The benchmark's rows stand in for generated data: written where `dacli generate` would put them.
+        # The benchmark's rows stand in for generated data: written where `dacli generate` would put them,
+        # with the manifest train checks, and linked from the run dir as generate links its data.
         bench_cfg = load(overrides)
-        data = rundir.aft_data_dir(bench_cfg, load_prompt_set(bench_cfg.data)[1])
+        prompts_sha = load_prompt_set(bench_cfg.data)[1]
+        data = rundir.aft_data_dir(bench_cfg, prompts_sha)
         data.mkdir(parents=True)
         rundir.write_parquet(data / "aft.parquet", rows)
-        rundir.write_json(data / "manifest.json", {"stage": "benchmark_input", "counts": {"prompts": len(rows)}})
+        rundir.write_json(data / "manifest.json", rundir.manifest(
+            "benchmark_input", rundir.aft_key(bench_cfg, prompts_sha), {}, {"prompts": len(rows)}, time.time()))
+        link = run_root / f"bench-aft_cot-n{a.n}" / "data" / "aft"
+        link.parent.mkdir(parents=True)
+        link.symlink_to(data.resolve())
         subprocess.run([sys.executable, "-m", "deliberate_cli", "train", *overrides], cwd=REPO, check=True,
                        capture_output=True)
         sft = run_root / f"bench-aft_cot-n{a.n}" / "checkpoints" / "sft"

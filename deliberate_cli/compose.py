@@ -141,6 +141,32 @@ def _valid_keys(key: str) -> str:
 FAILURES_ENV = "DACLI_SWEEP_FAILURES"
 
 
+def _sweep_values(key: str, overrides: List[str], recipe: Optional[str]) -> List[str]:
+    """The values a multirun sweeps `key` over: from the command line, else from the recipe's sweeper."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for o in parser.parse_overrides(overrides):
+        if o.get_key_element() == key:
+            return list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+    params = (load(overrides, recipe, with_hydra=True).hydra.sweeper.get("params") or {})
+    if key in params:
+        o = parser.parse_overrides([f"{key}={params[key]}"])[0]
+        return list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+    return []
+
+
+def _pool_for_sweep(overrides: List[str], recipe: Optional[str]) -> List[str]:
+    """A sweep over data.n_samples on generated prompts writes the pool once, at its largest count, in
+    the first job, instead of extending it job after job (one engine start instead of several)."""
+    if any(o.split("=", 1)[0].lstrip("+") == "data.generated.pool" for o in overrides):
+        return []
+    if load(_single_runs(overrides)[0], recipe).data.source != "generated":
+        return []
+    counts = [int(v) for v in _sweep_values("data.n_samples", overrides, recipe)]
+    return [f"data.generated.pool={max(counts)}"] if len(counts) > 1 else []
+
+
 def launch(command: str, overrides: List[str], multirun: bool, task: Callable) -> None:
     """Run `task(cfg)` for one composed config, or for each point of a sweep with `multirun`."""
     import hydra
@@ -153,6 +179,7 @@ def launch(command: str, overrides: List[str], multirun: bool, task: Callable) -
     argv = [sys.argv[0]]
     if multirun:
         argv.append("-m")
+        overrides = overrides + _pool_for_sweep(overrides, recipe)
     if recipe:
         argv += ["--config-dir", str(recipes_dir()), "--config-name", recipe]
     argv += [f"command={command}", *overrides]

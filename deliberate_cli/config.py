@@ -23,8 +23,10 @@ class ModelConfig:
     chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)
     max_model_len: int = 4096
     trust_remote_code: bool = False
-    # The model family's name: what `eval.agent_name=auto` calls the AM agent (the MSM paper: "Qwen").
+    # The model family's name: what `eval.agent_name=auto` calls the AM agent (the MSM paper: "Qwen"),
+    # and the spec's {model_name}; `provider` is the spec's {provider_name}.
     family: Optional[str] = None
+    provider: Optional[str] = None
 
 
 @dataclass
@@ -43,6 +45,9 @@ class SpecConfig:
     include_reasons: bool = True
     # A spec YAML file of your own (same layout as conf/spec/default.yaml); replaces `policies`.
     path: Optional[str] = None
+    # What `{model_name}` and `{provider_name}` in the spec's text stand for (None: model.family, model.provider).
+    model_name: Optional[str] = None
+    provider_name: Optional[str] = None
     policies: List[PolicyConfig] = field(default_factory=list)
 
 
@@ -63,10 +68,32 @@ class MixConfig:
 
 
 @dataclass
+class GeneratedPromptsConfig:
+    """data.source=generated: the generator writes the training prompts from the spec (spec → categories →
+    domains → prompts; generate/prompt_pool.py)."""
+
+    domains_per_category: int = 6
+    # Messages asked for per request (one request per domain per round, round-robin over the domains).
+    prompts_per_request: int = 8
+    # Prompts to have in the pool at least (0: data.n_samples). A sweep sets it to its largest count so
+    # the pool is generated once; a smaller one is extended when a later run needs more.
+    pool: int = 0
+    # A generator that keeps repeating itself stops here with an error instead of running forever.
+    max_requests: int = 20000
+    # Requests per shard (written as it finishes; a killed run resumes at the next).
+    shard_size: int = 64
+    # Prompts whose word-3-gram Jaccard similarity to an earlier one reaches this are dropped.
+    dedup_threshold: float = 0.5
+    temperature: float = 1.0
+    max_tokens: int = 512
+
+
+@dataclass
 class DataConfig:
     name: str = MISSING
-    # "bundled" (the training prompts shipped with dacli), a local .jsonl/.csv/.parquet file, or
-    # "hf:<dataset id or local dataset dir>" read with datasets.load_dataset (split `hf_split`).
+    # "bundled" (the training prompts shipped with dacli), "generated" (written from the spec by the
+    # generator, see `generated`), a local .jsonl/.csv/.parquet file, or "hf:<dataset id or local
+    # dataset dir>" read with datasets.load_dataset (split `hf_split`).
     source: str = "bundled"
     hf_split: str = "train"
     # Our field -> the source's column; only `prompt` is required in the source.
@@ -81,6 +108,7 @@ class DataConfig:
     examples: Optional[int] = None
     select: str = "first"
     mix: MixConfig = field(default_factory=MixConfig)
+    generated: GeneratedPromptsConfig = field(default_factory=GeneratedPromptsConfig)
     # Refuse to generate when a prompt's overlap with an eval's text is above this (decontam.py); >= 1.0: report only.
     decontam_threshold: float = 0.4
 
@@ -158,16 +186,29 @@ class JudgeConfig(EngineConfig):
 
 @dataclass
 class MsmConfig:
-    # Token budget of the MSM corpus: documents are generated round by round until it is reached.
+    """The MSM corpus: spec → domains → subdomains → assertions → document types → ideas → documents
+    (generate/msm.py), until `tokens` is reached."""
+
+    # Token budget of the corpus (the MSM paper: 8M-41M).
     tokens: int = 200000
-    max_rounds: int = 20
-    # Documents whose 5-gram Jaccard similarity to a kept one reaches this are dropped as near-duplicates.
-    dedup_threshold: float = 0.7
-    max_tokens: int = 512
-    temperature: float = 0.9
-    genres: List[str] = field(
+    domains: int = 4
+    subdomains_per_domain: int = 5
+    assertions_per_subdomain: int = 4
+    doc_types_per_subdomain: int = 3
+    # Ideas asked for per (subdomain, document type) per round; rounds go on until the budget is met.
+    ideas_per_request: int = 3
+    max_idea_rounds: int = 50
+    # Kinds of document the generator is shown as examples (and falls back on when its list is unreadable).
+    doc_type_examples: List[str] = field(
         default_factory=lambda: ["essay", "FAQ", "case study", "lecture notes", "dialogue", "news story"]
     )
+    # Documents whose 5-gram Jaccard similarity to a kept one reaches this are dropped as near-duplicates;
+    # ideas likewise, on word 3-grams.
+    dedup_threshold: float = 0.7
+    idea_dedup_threshold: float = 0.6
+    max_tokens: int = 512
+    list_max_tokens: int = 384
+    temperature: float = 0.9
 
 
 @dataclass
@@ -329,6 +370,18 @@ def validate(cfg) -> None:
     if cfg.generator.cot_budget not in ("reject", "force"):
         raise DacliError(f"generator.cot_budget must be reject or force, got '{cfg.generator.cot_budget}'")
     _check_report_to(list(cfg.train.report_to))
+    positive = {"data.generated.domains_per_category": cfg.data.generated.domains_per_category,
+                "data.generated.prompts_per_request": cfg.data.generated.prompts_per_request,
+                "data.generated.shard_size": cfg.data.generated.shard_size, "msm.domains": cfg.msm.domains,
+                "msm.subdomains_per_domain": cfg.msm.subdomains_per_domain,
+                "msm.assertions_per_subdomain": cfg.msm.assertions_per_subdomain,
+                "msm.doc_types_per_subdomain": cfg.msm.doc_types_per_subdomain,
+                "msm.ideas_per_request": cfg.msm.ideas_per_request, "msm.max_idea_rounds": cfg.msm.max_idea_rounds}
+    for key, value in positive.items():
+        if value < 1:
+            raise DacliError(f"{key} must be at least 1, got {value}")
+    if not cfg.msm.doc_type_examples:
+        raise DacliError("msm.doc_type_examples must name at least one kind of document")
     g = cfg.eval.grader
     for key, value in (("eval.shard_size", cfg.eval.shard_size), ("eval.grader.attempts", g.attempts)):
         if value < 1:

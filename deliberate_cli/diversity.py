@@ -18,7 +18,7 @@ def distinct_n(texts: Iterable[str], n: int) -> float:
 
 
 def near_duplicate_rate(texts: List[str], threshold: float = 0.7) -> float:
-    from .msm import NearDuplicates
+    from .generate.dedup import NearDuplicates
 
     seen = NearDuplicates(threshold)
     dupes = sum(seen.is_duplicate(t) for t in texts if t.strip())

@@ -46,11 +46,12 @@ def _plain(cfg, *keys: str) -> Dict[str, Any]:
 def aft_key(cfg, prompts_sha256: str) -> Dict[str, Any]:
     """What the AFT data depend on. Not `data.n_samples`: every count is a prefix of one dataset; nor
     `data.decontam_threshold`: it decides whether generate runs, not what it writes; nor `data.mix`:
-    the instruction-tuning conversations join the data at training time."""
+    the instruction-tuning conversations join the data at training time; nor `data.generated`: a
+    generated pool's identity is in `prompts_sha256`."""
     key = _plain(cfg, "model", "spec", "data", "generator", "judge")
     del key["data"]["n_samples"]
     key["data"].pop("decontam_threshold", None)
-    for joins_later in ("mix", "examples", "select"):  # chosen at training time
+    for joins_later in ("mix", "examples", "select", "generated"):  # chosen at training time, or in the pool's id
         key["data"].pop(joins_later, None)
     key["prompts_sha256"] = prompts_sha256
     return key
@@ -66,6 +67,21 @@ def msm_key(cfg) -> Dict[str, Any]:
 
 def msm_data_dir(cfg) -> Path:
     return store_dir(cfg) / f"msm-{config_hash(msm_key(cfg))}"
+
+
+def linked(cfg, name: str, stage: str, matches) -> Path:
+    """The store entry `<run>/<name>` links to, after checking that it is whole and was made with this
+    run's settings (`matches(manifest)`): train reads what generate wrote, never the prompt source."""
+    from .errors import DacliError
+
+    path = run_dir(cfg) / name
+    m = read_manifest(path)
+    if m is None:
+        raise DacliError(f"no generated data at {path}: run `dacli generate` with the same overrides first")
+    if not matches(m):
+        raise DacliError(f"the data at {path} were generated with other settings than this {stage}'s; run "
+                         f"`dacli generate` with the same overrides first")
+    return path.resolve()
 
 
 def shared_checkpoint_dir(cfg, stage: str, key: Dict[str, Any]) -> Path:

@@ -1,9 +1,14 @@
 """The spec: policies with stable ids, rendered into the generator's system prompt, the judge's rubric
-and the MSM document prompts, plus the extraction of the policy ids a CoT cites."""
+and the MSM document prompts, plus the extraction of the policy ids a CoT cites.
+
+A spec's text may name the model and its maker as `{model_name}` and `{provider_name}` (as the MSM
+paper's specs do): they are filled from `spec.model_name` / `spec.provider_name`, else the model
+config's `family` / `provider`, so one spec serves every model it is trained into.
+"""
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .errors import DacliError
 
@@ -22,6 +27,8 @@ class Spec:
     name: str
     policies: List[Policy]
     include_reasons: bool = True
+    # The values of the spec's variables: {"model_name": ..., "provider_name": ...}.
+    names: Dict[str, str] = field(default_factory=dict)
 
     @property
     def ids(self) -> List[str]:
@@ -54,6 +61,19 @@ class Spec:
         return [i for i in seen if i in known], [i for i in seen if i not in known]
 
 
+_VARIABLE = re.compile(r"\{(model_name|provider_name)\}")
+
+
+def names(cfg) -> Dict[str, str]:
+    """What the spec's `{model_name}` and `{provider_name}` stand for in this run."""
+    return {"model_name": cfg.spec.model_name or cfg.model.family or "the assistant",
+            "provider_name": cfg.spec.provider_name or cfg.model.provider or "its developer"}
+
+
+def _fill(text: Optional[str], values: Dict[str, str]) -> Optional[str]:
+    return _VARIABLE.sub(lambda m: values.get(m.group(1), m.group(0)), text) if text else text
+
+
 def _policies(raw, source: str) -> List[Policy]:
     if not raw:
         raise DacliError(f"spec {source} has no policies")
@@ -74,8 +94,18 @@ def _policies(raw, source: str) -> List[Policy]:
     return policies
 
 
-def load_spec(spec_cfg) -> Spec:
-    """The spec from its config group, or from `spec.path` (a YAML file with a `policies` list)."""
+def load_spec(spec_cfg, values: Optional[Dict[str, str]] = None) -> Spec:
+    """The spec from its config group, or from `spec.path` (a YAML file with a `policies` list), its
+    variables filled from `values` (see `names`); without values they stay as written."""
+    spec = _load(spec_cfg)
+    if not values:
+        return spec
+    policies = [Policy(p.id, _fill(p.title, values), _fill(p.rule, values), _fill(p.reason, values), p.categories)
+                for p in spec.policies]
+    return Spec(spec.name, policies, spec.include_reasons, dict(values))
+
+
+def _load(spec_cfg) -> Spec:
     if spec_cfg.path:
         import yaml
 
@@ -123,12 +153,4 @@ def judge_system_prompt(spec: Spec, criteria: Optional[List[str]] = None) -> str
         "follows from the reasoning; the answer is helpful wherever the policies allow.\n"
         "Reply in this format:\nRationale: <two or three sentences>\n" + lines +
         "Score: <one integer from 0 (fails every point) to 10 (meets every point)>"
-    )
-
-
-def msm_document_prompt(spec: Spec, policy: Policy, genre: str) -> str:
-    return (
-        f"Write a {genre} for a general audience about the following principle that guides an AI "
-        f"assistant, explaining what it asks and why it matters, with a concrete example.\n\n"
-        f"{spec.render_policy(policy)}"
     )

@@ -1,6 +1,6 @@
 """The rich table each command ends with: what each stage did and where its artefacts went."""
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from rich.console import Console
 from rich.table import Table
@@ -9,7 +9,9 @@ console = Console()
 
 _SHOWN = {
     "aft": ("prompts", "kept", "rejected", "reject_reasons", "judge_scores", "resumed_shards", "diversity_digest"),
-    "msm": ("kept", "tokens", "near_duplicates_or_empty", "near_duplicate_rate", "genres"),
+    "prompts": ("pool", "requests", "domains", "domains_fallback", "dropped", "expected_behavior"),
+    "msm": ("kept", "tokens", "budget_reached", "domains", "subdomains", "doc_types", "ideas", "idea_rounds",
+            "near_duplicate_rate"),
     "midtrain": ("examples", "steps", "first_loss", "last_loss", "truncated"),
     "sft": ("examples", "steps", "first_loss", "last_loss", "max_length", "truncated", "resumed_from_step"),
     "eval": ("rate", "ci_low", "ci_high", "n", "ambiguous", "unscored"),
@@ -24,18 +26,19 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _short(path: str) -> str:
+def shown_path(path) -> str:
+    """A path relative to the working directory when under it: short enough to read in a table."""
     try:
         return str(Path(path).resolve().relative_to(Path.cwd()))
     except ValueError:
-        return path
+        return str(path)
 
 
 def _row(table: Table, name: str, part: Dict[str, Any], seconds: Any) -> None:
     shown = _SHOWN.get(name, _SHOWN["eval"] if "rate" in part else ())
     details = "  ".join(f"{k}={_fmt(part[k])}" for k in shown if k in part)
     table.add_row(name, "cached" if part.get("cached") else "done", _fmt(seconds), details,
-                  _short(part.get("dir") or part.get("path", "")))
+                  shown_path(part.get("dir") or part.get("path", "")))
 
 
 def artefacts(cfg, results: Dict[str, Dict[str, Any]]) -> None:
@@ -54,7 +57,13 @@ def artefacts(cfg, results: Dict[str, Dict[str, Any]]) -> None:
     scored = {stage: res for stage, res in results.items() if stage in ("eval", "baseline") and res.get("dir")}
     if scored:
         rates_table(scored)
-    console.print(f"run dir: [bold]{_short(cfg.run.dir)}[/]  (resolved config: config.yaml)", highlight=False)
+    if cfg.eval.runner == "grader_check" and results.get("eval", {}).get("dir"):
+        import json
+
+        from .evals.grader_check import print_report
+
+        print_report(json.loads((Path(results["eval"]["dir"]) / "report.json").read_text()), console)
+    console.print(f"run dir: [bold]{shown_path(cfg.run.dir)}[/]  (resolved config: config.yaml)", highlight=False)
 
 
 def _cell(r: Dict[str, Any]) -> str:
@@ -125,6 +134,16 @@ def rates_table(results: Dict[str, Dict[str, Any]]) -> None:
     console.print("; ".join(notes), highlight=False)
 
 
+def started(stage: str, log: Optional[Path]) -> None:
+    """The line a stage opens with, above its progress display; `log` gets what the libraries print."""
+    from rich.markup import escape
+
+    from .progress import console as stage_console
+
+    where = f"  [dim]log: {escape(shown_path(log))}[/]" if log else ""
+    stage_console().print(f"[bold]{stage}[/]{where}", highlight=False, soft_wrap=True)
+
+
 def failed(run: Path, stage: str, code: int) -> None:
     console.print(f"[bold red]stage {stage} failed[/] (exit {code}); recorded in {run / 'FAILED.json'}",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from omegaconf import OmegaConf
 
 from . import cot as cot_format
-from . import rundir
+from . import progress, rundir
 from .errors import DacliError
 from .models import resolve
 
@@ -51,16 +51,14 @@ def _subset(cfg, stage: str) -> Dict[str, Any]:
 
 
 def _sft_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
-    """The first data.n_samples prompts' kept records from the shared AFT data, as conversations."""
-    from .prompts import load_prompt_set
-
-    _, prompts_sha = load_prompt_set(cfg.data)
-    src = rundir.aft_data_dir(cfg, prompts_sha)
-    records = [r for r in _read_parquet(src / "aft.parquet") if r.get("order", 0) < cfg.data.n_samples]
-    covered = (rundir.read_manifest(src) or {}).get("counts", {}).get("prompts", 0)
+    """The first data.n_samples prompts' kept records from the AFT data the run dir links to, as conversations."""
+    src = rundir.linked(cfg, "data/aft", "training", lambda m: m["config_hash"] == rundir.config_hash(
+        rundir.aft_key(cfg, m["config"]["prompts_sha256"])))
+    covered = rundir.read_manifest(src)["counts"]["prompts"]
     if covered < cfg.data.n_samples:
         raise DacliError(f"the AFT data in {src} cover {covered} prompts, fewer than data.n_samples="
                          f"{cfg.data.n_samples}; run `dacli generate` with the same overrides first")
+    records = [r for r in _read_parquet(src / "aft.parquet") if r.get("order", 0) < cfg.data.n_samples]
     if not records:
         raise DacliError(f"no training records in {src}/aft.parquet (all rejected?); see rejects.parquet")
     if cfg.method.sft.cot and any(not (r.get("cot") or "").strip() for r in records):
@@ -131,7 +129,8 @@ def _mix(m, alignment: int) -> Tuple[List[Dict], Dict[str, str]]:
 
 
 def _midtrain_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
-    src = rundir.msm_data_dir(cfg)
+    src = rundir.linked(cfg, "data/msm", "midtraining",
+                        lambda m: m["config_hash"] == rundir.config_hash(rundir.msm_key(cfg)))
     docs = _read_parquet(src / "msm_docs.parquet")
     if not docs:
         raise DacliError(f"no MSM documents in {src}/msm_docs.parquet")
@@ -235,6 +234,8 @@ def make_trainer(cfg, stage: str, model_path: str, rows: List[Dict], output_dir:
         seed=t.seed,
         use_cpu=not gpu,
         model_init_kwargs={"dtype": torch.bfloat16 if (t.bf16 and gpu) else torch.float32},
+        # dacli's own step count (_steps) shows progress; the losses are kept in the manifest anyway.
+        disable_tqdm=os.environ.get(progress.VERBOSE_ENV) != "1",
     )
     return SFTTrainer(model=model_path, args=args,
                       train_dataset=Dataset.from_list([{k: v for k, v in r.items() if k != "source"} for r in rows]),
@@ -277,7 +278,10 @@ def _train_into(cfg, stage: str, model_path: str, rows: List[Dict], tmp: Path, s
     trainer = make_trainer(cfg, stage, model_path, rows, tmp / "trainer", max_length)
     last = get_last_checkpoint(str(tmp / "trainer")) if (tmp / "trainer").is_dir() else None
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=last)
+    with contextlib.ExitStack() as stack:
+        if main:
+            trainer.add_callback(_steps(f"{stage} steps", stack))
+        result = trainer.train(resume_from_checkpoint=last)
     train_seconds = time.time() - t0
     if cfg.train.lora.enabled:
         if main:
@@ -300,6 +304,28 @@ def _train_into(cfg, stage: str, model_path: str, rows: List[Dict], tmp: Path, s
         "train_tokens": int(round(epoch_tokens * trainer.args.num_train_epochs)),
         "loss_history": losses,
     }
+
+
+def _steps(label: str, stack: contextlib.ExitStack):
+    """A Trainer callback that shows training as one progress line: steps done of max_steps (known
+    only once training begins, so the track opens then, in `stack`) and the last logged loss."""
+    from transformers import TrainerCallback
+
+    class Steps(TrainerCallback):
+        advance, done = None, 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.advance = stack.enter_context(progress.track(label, total=state.max_steps))
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.advance(state.global_step - self.done)  # a resumed run jumps to its checkpoint's step
+            self.done = state.global_step
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.advance and logs and "loss" in logs:
+                self.advance(0, loss=f"{logs['loss']:.3f}")
+
+    return Steps()
 
 
 def _peft_config(lora) -> Optional[Any]:

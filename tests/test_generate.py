@@ -5,8 +5,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import dacli, kill_after, read_json, tiny_overrides
+from deliberate_cli.errors import DacliError
 from deliberate_cli.judge import check, is_refusal
-from deliberate_cli.msm import NearDuplicates
+from deliberate_cli.generate.dedup import NearDuplicates
 
 
 def test_killed_generate_resumes_without_losing_or_duplicating(tiny_model, tmp_path):
@@ -123,15 +124,126 @@ def test_near_duplicates_are_found_and_distinct_texts_kept():
                                "and escalates it to a human manager instead of deciding alone.")
 
 
-def test_msm_corpus_meets_its_token_budget(tiny_model, tmp_path):
-    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=msm_aft", "msm.tokens=300", "msm.max_tokens=16",
-                          "msm.max_rounds=10", "generator.shard_size=12")
+def test_msm_corpus_comes_from_its_hierarchy_meets_the_budget_and_resumes(tiny_model, tmp_path):
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=msm_aft", "msm.tokens=200", "msm.max_tokens=16",
+                          "msm.max_idea_rounds=40", "generator.shard_size=2")
+    store = tmp_path / "runs" / "store"
+    kill_after(["generate", *args], tmp_path, store, "msm-*.partial/shards/docs-*.parquet")
+    partial = next(store.glob("msm-*.partial"))
+    levels = {p.name: p.stat().st_mtime_ns for p in (partial / "levels").glob("*.parquet")}
+    assert set(levels) == {"domains.parquet", "subdomains.parquet", "assertions.parquet", "doc_types.parquet"}
+    docs_before = {p.name for p in partial.glob("shards/docs-*.parquet")}
+
     dacli("generate", *args, cwd=tmp_path)
-    m = read_json(tmp_path / "runs" / "tiny-msm_aft-n8" / "data" / "msm" / "manifest.json")["counts"]
-    docs = pq.read_table(tmp_path / "runs" / "tiny-msm_aft-n8" / "data" / "msm" / "msm_docs.parquet").to_pylist()
-    assert m["tokens"] == sum(d["tokens"] for d in docs) >= 300
-    assert len(m["genres"]) == 6 and len(m["policies"]) == 12
-    assert m["kept"] + m["near_duplicates_or_empty"] == m["requested"]
+    out = tmp_path / "runs" / "tiny-msm_aft-n8" / "data" / "msm"
+    m = read_json(out / "manifest.json")["counts"]
+    # the levels written before the kill were read back, not asked for again
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "levels").glob("*.parquet")} == levels
+    docs = pq.read_table(out / "msm_docs.parquet").to_pylist()
+    ideas = pq.read_table(out / "ideas.parquet").to_pylist()
+    assert m["budget_reached"] and m["tokens"] == sum(d["tokens"] for d in docs) >= 200
+    assert m["kept"] + m["near_duplicates_or_empty"] == m["documents_requested"] >= len(docs_before) * 2
+    # the budget is met with new ideas (a tiny model gives about one per request), never a repeated one
+    assert len({d["idea"] for d in docs}) == len(docs) and m["idea_rounds"] > 1 and m["ideas"] == len(ideas)
+    assert {d["idea"] for d in docs} <= {i["idea"] for i in ideas}
+    assert all(d["doc_type"] and d["subdomain"] and d["domain"] for d in docs)
+    assert m["domains"] >= 1 and m["subdomains"] >= 1 and m["doc_types"] >= 1
+    assert not list(out.glob("shards/*.parquet"))
+
+
+def test_generated_prompts_are_labelled_distinct_resumable_and_extended(tiny_model, tmp_path):
+    from deliberate_cli.generate.dedup import NearDuplicates
+
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "data=generated", "data.n_samples=6",
+                          "data.generated.shard_size=2")
+    store = tmp_path / "runs" / "store"
+    kill_after(["generate", *args], tmp_path, store, "prompts-*/shards/requests-*.parquet")
+    first = {p.name: p.stat().st_mtime_ns for p in store.glob("prompts-*/shards/requests-*.parquet")}
+    assert first and not list(store.glob("prompts-*/manifest.json"))
+
+    dacli("generate", *args, cwd=tmp_path)
+    run = tmp_path / "runs" / "tiny-aft_nocot-n6"
+    pool_dir = run / "data" / "prompts"
+    m = read_json(pool_dir / "manifest.json")["counts"]
+    pool = pq.read_table(pool_dir / "prompts.parquet").to_pylist()
+    assert {p.name: p.stat().st_mtime_ns for p in pool_dir.glob("shards/requests-*.parquet") if p.name in first} == first
+    assert m["pool"] == len(pool) >= 6 and m["domains"] >= 10  # every one of the spec's 10 categories has a domain
+    spec_ids = {"HA1", "HA2", "HA3", "HO1", "HO2", "PR1", "PR2", "AG1", "AG2", "AG3", "OR1", "OR2"}
+    for p in pool:
+        assert p["prompt"] and p["domain"] and set(p["label_policy_ids"]) <= spec_ids and p["label_policy_ids"]
+        assert p["expected_behavior"] in ("", "comply", "refuse", "safe-complete")
+    assert len({p["category"] for p in pool[:6]}) == 6  # the first requests go round the categories
+    nd = NearDuplicates(0.5, n=3)
+    assert not any(nd.is_duplicate(p["prompt"]) for p in pool)
+    aft = read_json(run / "data" / "aft" / "manifest.json")
+    assert aft["counts"]["prompts"] == 6 and aft["decontamination"]["over_threshold"] == 0
+
+    # A larger count extends the same pool: its first prompts are the ones the smaller run used.
+    dacli("generate", *[a.replace("data.n_samples=6", "data.n_samples=14") for a in args], cwd=tmp_path)
+    bigger = pq.read_table(pool_dir / "prompts.parquet").to_pylist()
+    assert len(bigger) >= 14 and bigger[:len(pool)] == pool
+    assert read_json(pool_dir / "manifest.json")["history"][-1]["target"] == 14
+    # train reads the data the run dir links to, not the prompt source
+    dacli("train", *args, cwd=tmp_path)
+    sft = read_json(run / "checkpoints" / "sft" / "manifest.json")
+    assert sft["inputs"]["data"]["path"] == str((run / "data" / "aft").resolve())
+
+
+@pytest.mark.parametrize("text,limit,want", [
+    ("Here are some:\n1. Hospitals\n2) Schools\n- Farms\nThat is all.", 5, ["Hospitals", "Schools", "Farms"]),
+    ("Hospitals\nSchools\n\nHospitals", 5, ["Hospitals", "Schools"]),  # no numbers: every line, once
+    ("1. A\n2. \"Banks\"\n3. Courts\n4. Mines", 2, ["Banks", "Courts"]),  # too short, quotes, the limit
+    ("Settings:", 3, []),
+])
+def test_list_items_are_read_from_numbered_or_plain_lines(text, limit, want):
+    from deliberate_cli.generate.lists import items
+
+    assert items(text, limit) == want
+
+
+def test_generated_prompt_lines_carry_their_expected_behaviour():
+    from deliberate_cli.generate.prompt_pool import _tagged
+
+    assert _tagged("[help] How do I bake bread?") == ("comply", "How do I bake bread?")
+    assert _tagged("(Refuse): Tell me how to pick my neighbour's lock") == ("refuse", "Tell me how to pick my neighbour's lock")
+    assert _tagged("[partial] - \"Which household chemicals are dangerous?\"") == ("safe-complete", "Which household chemicals are dangerous?")
+    assert _tagged("How do I bake bread?") == ("", "How do I bake bread?")
+
+
+def test_shards_resume_after_the_last_whole_range_and_refuse_a_gap(tmp_path):
+    from deliberate_cli.generate.shards import Shards
+
+    shards = Shards(tmp_path)
+    calls = []
+
+    def work(start, stop):
+        calls.append((start, stop))
+        return [{"i": i} for i in range(start, stop)]
+
+    rows, written = shards.fill("step", 3, work, total=7)
+    assert [r["i"] for r in rows] == list(range(7)) and written == 3 and calls == [(0, 3), (3, 6), (6, 7)]
+    rows, written = shards.fill("step", 3, work, total=10)  # extended: only the new range is done
+    assert written == 1 and calls[-1] == (7, 10) and [r["i"] for r in rows] == list(range(10))
+    rows, _ = shards.fill("other", 2, work, done=lambda rows: len(rows) >= 3)
+    assert len(rows) == 4 and shards.covered("other") == 4
+    shards.path("step", 3, 6).unlink()
+    with pytest.raises(DacliError, match="gap"):
+        shards.covered("step")
+
+
+def test_spec_variables_name_the_model_and_its_provider(tmp_path):
+    from deliberate_cli.compose import load
+    from deliberate_cli.spec import generator_system_prompt, load_spec, names
+
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text("policies:\n  - id: ID1\n    title: '{model_name} is honest'\n"
+                         "    rule: '{model_name}, made by {provider_name}, does not lie; {other} stays as written.'\n")
+    cfg = load(["model=qwen3_32b", f"spec.path={spec_file}"])
+    spec = load_spec(cfg.spec, names(cfg))
+    assert spec.policies[0].rule == "Qwen, made by Alibaba Cloud, does not lie; {other} stays as written."
+    assert "Qwen is honest" in generator_system_prompt(spec)
+    cfg = load(["model=qwen3_32b", f"spec.path={spec_file}", "spec.model_name=Aria", "spec.provider_name=Acme"])
+    assert load_spec(cfg.spec, names(cfg)).policies[0].rule.startswith("Aria, made by Acme,")
 
 
 @pytest.mark.parametrize("text,reasoning,finish,cot,answer,cot_finish", [
@@ -144,7 +256,7 @@ def test_msm_corpus_meets_its_token_budget(tiny_model, tmp_path):
 ])
 def test_native_thinking_outputs_split_into_cot_and_answer(text, reasoning, finish, cot, answer, cot_finish):
     from deliberate_cli.backends import Completion
-    from deliberate_cli.generate import _split_native
+    from deliberate_cli.generate.aft import _split_native
 
     (got_cot, got_finish, _), resp = _split_native(Completion(text, 10, 20, finish, None, reasoning))
     assert (got_cot, got_finish) == (cot, cot_finish)

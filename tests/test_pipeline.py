@@ -74,7 +74,7 @@ def test_run_msm_method_midtrains_then_sfts(tiny_model, tmp_path):
     out = dacli("run", *args, cwd=tmp_path).stdout
     run = tmp_path / "runs" / "tiny-msm_aft-n8"
     docs = pq.read_table(run / "data" / "msm" / "msm_docs.parquet").to_pylist()
-    assert docs and all(d["genre"] and d["policy_ids"] for d in docs)
+    assert docs and all(d["doc_type"] and d["idea"] and d["subdomain"] for d in docs)
     mid = read_json(run / "checkpoints" / "midtrain" / "manifest.json")
     sft = read_json(run / "checkpoints" / "sft" / "manifest.json")
     assert mid["counts"]["examples"] == len(docs)
@@ -84,7 +84,11 @@ def test_run_msm_method_midtrains_then_sfts(tiny_model, tmp_path):
     assert (run / "report.md").is_file() and (run / "eval" / "am" / "scores.json").is_file()
     assert "report" in out and "sft" in out
 
-    # The other msm_* method re-uses both the AFT data and the midtrained checkpoint: no generate, no midtrain.
+    # The other msm_* method re-uses the AFT data, the MSM corpus and the midtrained checkpoint: its
+    # generate only links the store entries into its run dir, and its train midtrains nothing.
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs" / "store").glob("*/manifest.json")}
+    gen = dacli("generate", *args, "method=msm_aft_cot", cwd=tmp_path).stdout
+    assert gen.count("cached") == 2 and {p: p.stat().st_mtime_ns for p in stamps} == stamps
     dacli("train", *args, "method=msm_aft_cot", cwd=tmp_path)
     cot_run = tmp_path / "runs" / "tiny-msm_aft_cot-n8"
     assert (cot_run / "checkpoints" / "midtrain").resolve() == mid_dir
@@ -97,7 +101,7 @@ def test_user_errors_in_stages_are_one_line(tiny_model, tmp_path):
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot")
     proc = dacli("train", *args, cwd=tmp_path, check=False)
     assert proc.returncode == 2
-    assert "error: training data missing:" in proc.stderr and "Traceback" not in proc.stderr
+    assert "error: no generated data at" in proc.stderr and "Traceback" not in proc.stderr
     proc = dacli("eval", "am", *args, "eval.checkpoint=" + str(tmp_path), cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "is not a model directory" in proc.stderr and "Traceback" not in proc.stderr
     spec = tmp_path / "spec.yaml"

@@ -1,167 +1,71 @@
-"""`dacli generate`: deliberative CoT data (and, for msm_* methods, spec documents).
+"""The AFT data: the generator writes a CoT and an answer for each prompt with the spec in context,
+deterministic checks reject what no judge needs to see, the spec-aware judge scores the rest, and
+best-of-k keeps one sample per prompt.
 
-Recipe: load spec + prompts → per shard of prompts, the generator (spec in its system prompt)
-writes a CoT and an answer → deterministic checks → per shard, the spec-aware judge scores what
-passed → best-of-k → aft.parquet (kept), rejects.parquet (with reasons), manifest.json. Before any
-of it, the prompts are checked against every eval's text (decontam.py) and refused above
-`data.decontam_threshold`; the check's record goes into the manifest and the stage's summary.
+The data are a store entry shared by every method and count: `shards/samples-*` as each range of
+prompts is sampled, `shards/judged-*` once the judge has scored it, then aft.parquet (kept) and
+rejects.parquet (with reasons) over all of them, and the manifest. A killed run resumes at the first
+missing shard; a larger `data.n_samples` extends the entry, a smaller one reads a prefix of it.
 
 CoT formats: with `model.thinking_format=delimiter` the CoT and the answer come from two calls, the
 second continuing after `</think>`, so the split never depends on the model closing its own tag.
 With `reasoning_content` (Qwen3 and other native thinkers) one call is made and the CoT is taken
-from the server's reasoning field or the model's own <think> block. Shards are written as they
-finish; a killed run resumes at the first missing shard, and no record is lost or duplicated.
+from the server's reasoning field or the model's own <think> block.
 """
 import json
-import re
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from . import cot as cot_format
-from . import decontam, diversity
-from . import judge as judging
-from . import rundir
-from .backends import Backend, Completion, Sampling, open_backend
-from .errors import DacliError
-from .models import resolve
-from .msm import generate_docs
-from .prompts import load_prompt_set
-from .spec import Spec, generator_system_prompt, load_spec
+from .. import cot as cot_format
+from .. import diversity, progress, rundir
+from .. import judge as judging
+from ..backends import Backend, Completion, Sampling
+from ..errors import DacliError
+from ..spec import Spec, generator_system_prompt
+from .engines import Engines
+from .shards import Shards
 
 
-class _Engines:
-    """Loads the generator and the judge on first use only; one engine when they are the same."""
-
-    def __init__(self, cfg):
-        self.cfg, self.current, self.key = cfg, None, None
-        self.generator_path = cfg.generator.model_path or resolve(cfg.model)
-
-    def _get(self, engine, path: str) -> Backend:
-        key = (engine.backend, path, engine.base_url)
-        if key != self.key:
-            self.close()
-            self.current, self.key = open_backend(engine, path, self.cfg.model), key
-        return self.current
-
-    def generator(self) -> Backend:
-        return self._get(self.cfg.generator, self.generator_path)
-
-    def judge_path(self) -> str:
-        j = self.cfg.judge
-        return j.model_path or (j.served_model_name if j.backend == "openai" else None) or self.generator_path
-
-    def _judge_engine(self):
-        j = self.cfg.judge
-        same = (j.backend, self.judge_path()) == (self.cfg.generator.backend, self.generator_path)
-        return self.cfg.generator if same else j
-
-    def judge(self) -> Backend:
-        return self._get(self._judge_engine(), self.judge_path())
-
-    def judge_backend(self) -> str:
-        return self._judge_engine().backend
-
-    def close(self) -> None:
-        if self.current is not None:
-            self.current.close()
-        self.current, self.key = None, None
-
-
-def run(cfg) -> Dict[str, Any]:
-    spec = load_spec(cfg.spec)
-    prompts, prompts_sha = load_prompt_set(cfg.data)
-    # Before any engine (or the embedded model's conversion) starts: a contaminated set fails in seconds.
-    contamination = decontam.check(prompts, float(cfg.data.decontam_threshold))
-    if contamination["over_threshold"]:
-        raise DacliError(decontam.refusal(contamination))
-    aft_out = rundir.aft_data_dir(cfg, prompts_sha)
-    summary: Dict[str, Any] = {"decontamination": contamination}
-    engines = _Engines(cfg)
-    try:
-        with rundir.locked(aft_out):
-            summary["aft"] = {"dir": str(aft_out), **_aft(cfg, spec, prompts, prompts_sha, engines, aft_out,
-                                                          contamination)}
-        rundir.link(cfg, "data/aft", aft_out)
-        if "midtrain" in cfg.method.stages:
-            msm_out, key = rundir.msm_data_dir(cfg), rundir.msm_key(cfg)
-            with rundir.locked(msm_out):
-                summary["msm"] = {"dir": str(msm_out), "cached": rundir.is_fresh(msm_out, key, {})}
-                if not summary["msm"]["cached"]:
-                    started = time.time()
-                    with rundir.atomic_dir(msm_out, resume={"config_hash": rundir.config_hash(key)}) as tmp:
-                        counts = generate_docs(cfg, spec, engines.generator, tmp, engines.generator_path)
-                        rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(
-                            "generate_msm", key, {}, counts, started, generator=engines.generator_path))
-                    summary["msm"].update(counts)
-            rundir.link(cfg, "data/msm", msm_out)
-    finally:
-        engines.close()
-    return summary
-
-
-_SHARD = re.compile(r"(samples|judged)-(\d{8})-(\d{8})\.parquet$")
-
-
-def _shard_files(shards: Path) -> Dict[Tuple[int, int], Dict[str, Path]]:
-    """(start, end) -> {"samples"|"judged": path} for the shard files present."""
-    found: Dict[Tuple[int, int], Dict[str, Path]] = {}
-    for path in shards.glob("*.parquet"):
-        m = _SHARD.match(path.name)
-        if m:
-            found.setdefault((int(m.group(2)), int(m.group(3))), {})[m.group(1)] = path
-    return dict(sorted(found.items()))
-
-
-def _covered(ranges) -> int:
-    """How many prompts, from the first, the shards cover without a gap."""
-    end = 0
-    for start, stop in ranges:
-        if start != end:
-            raise DacliError(f"the AFT store has a gap in its shards at prompt {end}; delete the store entry to regenerate")
-        end = stop
-    return end
-
-
-def _aft(cfg, spec: Spec, prompts: List[Dict], prompts_sha: str, engines: "_Engines", out: Path,
-         contamination: Dict[str, Any]) -> Dict[str, Any]:
+def ensure(cfg, spec: Spec, prompts: List[Dict], prompts_id: str, engines: Engines, out: Path,
+           contamination: Dict[str, Any]) -> Dict[str, Any]:
     """Make the store entry cover `prompts` (a prefix of one fixed order), generating only what it lacks.
 
-    The entry holds one judged shard per generated range of prompts, and aft.parquet/rejects.parquet
-    over all of them. A larger `data.n_samples` extends it; a smaller one reads a prefix of it.
     Request seeds follow each prompt's position in the order, so a prompt's samples do not depend on
     which run generated them (with vLLM and HTTP; transformers seeds per batch, see docs/configs.md).
     """
-    started, key, g = time.time(), rundir.aft_key(cfg, prompts_sha), cfg.generator
+    started, key, g = time.time(), rundir.aft_key(cfg, prompts_id), cfg.generator
     n, key_hash = len(prompts), rundir.config_hash(key)
     m = rundir.read_manifest(out)
     if m and m.get("config_hash") != key_hash:
         raise DacliError(f"{out} holds data for another config; remove it")
     if m and m["counts"]["prompts"] >= n:
         return {"cached": True, **_counts(cfg, *_read_store(out, n), n)}
-    shards = out / "shards"
-    shards.mkdir(parents=True, exist_ok=True)
     rundir.write_json(out / "key.json", key)
-    files = _shard_files(shards)
-    covered = _covered(files)
-    call = {"from_prompt": covered, "to_prompt": max(n, covered), "engine_seconds": 0.0, "generated_tokens": 0,
-            "resumed_shards": sum(1 for f in files.values() if "judged" not in f), "started": started}
-    for start in range(covered, n, g.shard_size):
-        shard = prompts[start:start + g.shard_size]
+    shards = Shards(out / "shards")
+    call = {"from_prompt": shards.covered("samples", "judged"), "engine_seconds": 0.0, "generated_tokens": 0,
+            "resumed_shards": len(shards.ranges("samples")), "started": started}
+    call["to_prompt"] = max(n, call["from_prompt"])
+
+    def sample(start: int, stop: int) -> List[Dict]:
         generator = engines.generator()  # loaded on first use, outside the timed part
         t0 = time.time()
-        rows = _sample(cfg, spec, shard, generator, engines.generator_path, start)
+        rows = _sample(cfg, spec, prompts[start:stop], generator, engines.generator_path, start)
         call["engine_seconds"] += time.time() - t0
         call["generated_tokens"] += sum(r["cot_tokens"] + r["response_tokens"] for r in rows)
-        rundir.write_parquet(shards / f"samples-{start:08d}-{start + len(shard):08d}.parquet", rows)
-    _judge_shards(cfg, spec, shards, engines)
-    samples = [r for f in _shard_files(shards).values() for r in rundir.read_parquet(f["judged"])]
-    samples = _best_of_k(samples)
+        advance(stop - start, passed_checks=sum(r["judge_verdict"] == "keep" for r in rows))
+        return rows
+
+    with progress.track("prompts sampled", n - call["from_prompt"]) as advance:
+        shards.fill("samples", g.shard_size, sample, total=n, also=("judged",))
+    with progress.track("shards judged", len(shards.ranges("samples"))) as advance:
+        shards.transform("samples", "judged", lambda rows, start: _judge(cfg, spec, rows, start, engines, advance))
+    samples = _best_of_k(shards.read("judged"))
     kept = [s for s in samples if s["judge_verdict"] == "keep"]
     rundir.write_parquet(out / "aft.parquet", kept)
     rundir.write_parquet(out / "rejects.parquet", [s for s in samples if s["judge_verdict"] != "keep"])
-    total = _covered(_shard_files(shards))
+    total = shards.covered("judged")
     history = (m or {}).get("history", []) + [{k: round(v, 2) if isinstance(v, float) else v for k, v in call.items()}]
     counts = _counts(cfg, samples, kept, total)
     rundir.write_json(out / rundir.MANIFEST, rundir.manifest(
@@ -277,20 +181,13 @@ def _split_native(c: Completion) -> Tuple[Tuple[str, str, int], Completion]:
                                         c.stop_reason)
 
 
-def _judge_shards(cfg, spec: Spec, shards: Path, engines: "_Engines") -> None:
-    """Judge every generated shard not judged yet: samples-X-Y.parquet becomes judged-X-Y.parquet."""
+def _judge(cfg, spec: Spec, chunk: List[Dict], start: int, engines: Engines, advance) -> List[Dict]:
+    """One sampled shard, judged: the samples that passed the deterministic checks get the judge's verdict."""
     j = cfg.judge
-    for (start, stop), files in _shard_files(shards).items():
-        if "judged" in files:
-            if "samples" in files:  # judged, then killed before the samples file went
-                files["samples"].unlink()
-            continue
-        chunk = rundir.read_parquet(files["samples"])
-        todo = [s for s in chunk if s["judge_verdict"] == "keep"]
-        if j.enabled and todo:
-            backend = engines.judge()
-            verdicts = judging.judgements(spec, todo, backend, j, engines.judge_backend() != "openai",
-                                          start * cfg.generator.samples_per_prompt)
-            judging.apply_judgements(todo, verdicts, j.threshold, engines.judge_path())
-        rundir.write_parquet(shards / f"judged-{start:08d}-{stop:08d}.parquet", chunk)
-        files["samples"].unlink()
+    todo = [s for s in chunk if s["judge_verdict"] == "keep"]
+    if j.enabled and todo:
+        verdicts = judging.judgements(spec, todo, engines.judge(), j, engines.judge_backend() != "openai",
+                                      start * cfg.generator.samples_per_prompt)
+        judging.apply_judgements(todo, verdicts, j.threshold, engines.judge_path())
+    advance(1, kept=sum(s["judge_verdict"] == "keep" for s in chunk))
+    return chunk

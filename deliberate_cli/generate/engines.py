@@ -1,0 +1,42 @@
+"""The generator's and the judge's engines, loaded on first use only; one engine when they are the same
+model on the same backend (a 135M model on a laptop never holds two copies)."""
+from ..backends import Backend, open_backend
+from ..models import resolve
+
+
+class Engines:
+    """Loads the generator and the judge on first use only; one engine when they are the same."""
+
+    def __init__(self, cfg):
+        self.cfg, self.current, self.key = cfg, None, None
+        self.generator_path = cfg.generator.model_path or resolve(cfg.model)
+
+    def _get(self, engine, path: str) -> Backend:
+        key = (engine.backend, path, engine.base_url)
+        if key != self.key:
+            self.close()
+            self.current, self.key = open_backend(engine, path, self.cfg.model), key
+        return self.current
+
+    def generator(self) -> Backend:
+        return self._get(self.cfg.generator, self.generator_path)
+
+    def judge_path(self) -> str:
+        j = self.cfg.judge
+        return j.model_path or (j.served_model_name if j.backend == "openai" else None) or self.generator_path
+
+    def _judge_engine(self):
+        j = self.cfg.judge
+        same = (j.backend, self.judge_path()) == (self.cfg.generator.backend, self.generator_path)
+        return self.cfg.generator if same else j
+
+    def judge(self) -> Backend:
+        return self._get(self._judge_engine(), self.judge_path())
+
+    def judge_backend(self) -> str:
+        return self._judge_engine().backend
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+        self.current, self.key = None, None

@@ -1,0 +1,92 @@
+"""Shard bookkeeping for every generate step, in one place.
+
+A step's work is a sequence of items (prompts to sample, requests to send, ideas to write up),
+done in fixed ranges. Each range is written as `<step>-<start>-<stop>.parquet` the moment it is
+done (through a temp name and a rename, so a shard is whole or absent); a killed run finds the
+ranges it holds and goes on from the first missing one, so no item is lost or done twice. A step
+that only transforms another (judging the sampled shards) turns each of the other's shards into
+one of its own and then removes the source shard.
+"""
+import re
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+from .. import rundir
+from ..errors import DacliError
+
+_NAME = re.compile(r"([a-z_]+)-(\d{8})-(\d{8})\.parquet$")
+
+Rows = List[Dict]
+
+
+class Shards:
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, step: str, start: int, stop: int) -> Path:
+        return self.dir / f"{step}-{start:08d}-{stop:08d}.parquet"
+
+    def ranges(self, *steps: str) -> Dict[Tuple[int, int], Dict[str, Path]]:
+        """(start, stop) -> {step: path} for the shards of these steps present, in order."""
+        found: Dict[Tuple[int, int], Dict[str, Path]] = {}
+        for path in self.dir.glob("*.parquet"):
+            m = _NAME.match(path.name)
+            if m and m.group(1) in steps:
+                found.setdefault((int(m.group(2)), int(m.group(3))), {})[m.group(1)] = path
+        return dict(sorted(found.items()))
+
+    def covered(self, *steps: str) -> int:
+        """How many items, from the first, the shards of these steps cover without a gap."""
+        end = 0
+        for start, stop in self.ranges(*steps):
+            if start != end:
+                raise DacliError(f"{self.dir} has a gap in its {'/'.join(steps)} shards at item {end}; "
+                                 f"delete that store entry to regenerate it")
+            end = stop
+        return end
+
+    def read(self, *steps: str, upto: Optional[int] = None) -> Rows:
+        """Every row of these steps' shards, in item order (only shards that start before `upto`)."""
+        rows: Rows = []
+        for (start, _), files in self.ranges(*steps).items():
+            if upto is not None and start >= upto:
+                break
+            for step in steps:
+                if step in files:
+                    rows += rundir.read_parquet(files[step])
+                    break
+        return rows
+
+    def fill(self, step: str, size: Union[int, Callable[[int], int]], work: Callable[[int, int], Rows], *,
+             total: Optional[int] = None, done: Optional[Callable[[Rows], bool]] = None,
+             limit: Optional[int] = None, also: Tuple[str, ...] = ()) -> Tuple[Rows, int]:
+        """Run `work(start, stop)` on each range of `size` items (or `size(start)` items) from the first one
+        not covered, writing each as a shard, until `total` items are covered, or `done(rows so far)`
+        holds, or `limit` items were done. Shards of the `also` steps count as covered (a sampled shard that was judged since).
+        Returns (the step's rows, including those of earlier runs; shards this call wrote)."""
+        rows = self.read(step, *also)
+        start, written = self.covered(step, *also), 0
+        while (total is None or start < total) and (limit is None or start < limit) and not (done and done(rows)):
+            step_size = size(start) if callable(size) else size
+            stop = start + step_size if total is None else min(start + step_size, total)
+            stop = stop if limit is None else min(stop, limit)
+            got = work(start, stop)
+            rundir.write_parquet(self.path(step, start, stop), got)
+            rows += got
+            start, written = stop, written + 1
+        return rows, written
+
+    def transform(self, source: str, step: str, work: Callable[[Rows, int], Rows]) -> None:
+        """Turn every `source` shard without a `step` twin into one (`work(rows, start)`), then drop the
+        source shard; a source shard left beside its twin by a kill is dropped too."""
+        for (start, stop), files in self.ranges(source, step).items():
+            if step not in files:
+                rundir.write_parquet(self.path(step, start, stop), work(rundir.read_parquet(files[source]), start))
+            if source in files:
+                files[source].unlink()
+
+    def clear(self, *steps: str) -> None:
+        for files in self.ranges(*steps).values():
+            for path in files.values():
+                path.unlink()
