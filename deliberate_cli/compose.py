@@ -149,7 +149,7 @@ def _sweep_values(key: str, overrides: List[str], recipe: Optional[str]) -> List
     for o in parser.parse_overrides(overrides):
         if o.get_key_element() == key:
             return list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
-    params = (load(overrides, recipe, with_hydra=True).hydra.sweeper.get("params") or {})
+    params = (load(_single_runs(overrides)[0], recipe, with_hydra=True).hydra.sweeper.get("params") or {})
     if key in params:
         o = parser.parse_overrides([f"{key}={params[key]}"])[0]
         return list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]

@@ -43,17 +43,34 @@ def _plain(cfg, *keys: str) -> Dict[str, Any]:
     return {k: OmegaConf.to_container(cfg[k], resolve=True) for k in keys}
 
 
+def engine_identity(engine) -> Dict[str, Any]:
+    """What of an engine's settings decides what it writes (not how fast: see config.RUNTIME_KNOBS)."""
+    from omegaconf import OmegaConf
+
+    from .config import RUNTIME_KNOBS
+
+    return {k: v for k, v in OmegaConf.to_container(engine, resolve=True).items() if k not in RUNTIME_KNOBS}
+
+
+def spec_identity(cfg) -> Dict[str, Any]:
+    """The spec's settings and, for a spec file, its content: editing the file makes new data."""
+    spec = _plain(cfg, "spec")["spec"]
+    path = Path(cfg.spec.path).expanduser() if cfg.spec.path else None
+    if path is not None and path.is_file():
+        spec["file_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return spec
+
+
 def aft_key(cfg, prompts_sha256: str) -> Dict[str, Any]:
     """What the AFT data depend on. Not `data.n_samples`: every count is a prefix of one dataset; nor
-    `data.decontam_threshold`: it decides whether generate runs, not what it writes; nor `data.mix`:
-    the instruction-tuning conversations join the data at training time; nor `data.generated`: a
-    generated pool's identity is in `prompts_sha256`."""
-    key = _plain(cfg, "model", "spec", "data", "generator", "judge")
-    del key["data"]["n_samples"]
-    key["data"].pop("decontam_threshold", None)
-    for joins_later in ("mix", "examples", "select", "generated"):  # chosen at training time, or in the pool's id
-        key["data"].pop(joins_later, None)
-    key["prompts_sha256"] = prompts_sha256
+    `data.decontam_threshold`: it decides whether generate runs, not what it writes; nor `data.mix`,
+    `examples`, `select`: they act at training time; nor `data.generated`: a generated pool's identity
+    is in `prompts_sha256`; nor the engines' runtime knobs."""
+    key = _plain(cfg, "model", "data")
+    for later in ("n_samples", "decontam_threshold", "mix", "examples", "select", "generated", "name"):
+        key["data"].pop(later, None)
+    key.update(spec=spec_identity(cfg), generator=engine_identity(cfg.generator), judge=engine_identity(cfg.judge),
+               prompts_sha256=prompts_sha256)
     return key
 
 
@@ -62,7 +79,11 @@ def aft_data_dir(cfg, prompts_sha256: str) -> Path:
 
 
 def msm_key(cfg) -> Dict[str, Any]:
-    return _plain(cfg, "model", "spec", "generator", "msm")
+    """What the MSM corpus depends on: the model (its weights, family and provider), the spec, the
+    generator's model and seed, and the corpus settings; not the AFT-only sampling settings."""
+    g = cfg.generator
+    return {**_plain(cfg, "model", "msm"), "spec": spec_identity(cfg),
+            "generator": {k: g[k] for k in ("backend", "model_path", "served_model_name", "dtype", "seed")}}
 
 
 def msm_data_dir(cfg) -> Path:

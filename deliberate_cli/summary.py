@@ -9,7 +9,7 @@ console = Console()
 
 _SHOWN = {
     "aft": ("prompts", "kept", "rejected", "reject_reasons", "judge_scores", "resumed_shards", "diversity_digest"),
-    "prompts": ("pool", "requests", "domains", "domains_fallback", "dropped", "expected_behavior"),
+    "prompts": ("pool", "requests", "stalled", "domains", "domains_fallback", "dropped", "expected_behavior"),
     "msm": ("kept", "tokens", "budget_reached", "domains", "subdomains", "doc_types", "ideas", "idea_rounds",
             "near_duplicate_rate"),
     "midtrain": ("examples", "steps", "first_loss", "last_loss", "truncated"),
@@ -145,5 +145,9 @@ def started(stage: str, log: Optional[Path]) -> None:
 
 
 def failed(run: Path, stage: str, code: int) -> None:
-    console.print(f"[bold red]stage {stage} failed[/] (exit {code}); recorded in {run / 'FAILED.json'}",
+    """The parent's line for a failed stage; the log is named too, since a killed or crashed process
+    (exit -9, a segfault) may have had no chance to say anything on the terminal."""
+    log = run / "logs" / f"{stage}.log"
+    where = f"; its output is in {shown_path(log)}" if log.is_file() else ""
+    console.print(f"[bold red]stage {stage} failed[/] (exit {code}); recorded in {run / 'FAILED.json'}{where}",
                   highlight=False, soft_wrap=True)

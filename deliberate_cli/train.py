@@ -52,8 +52,7 @@ def _subset(cfg, stage: str) -> Dict[str, Any]:
 
 def _sft_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
     """The first data.n_samples prompts' kept records from the AFT data the run dir links to, as conversations."""
-    src = rundir.linked(cfg, "data/aft", "training", lambda m: m["config_hash"] == rundir.config_hash(
-        rundir.aft_key(cfg, m["config"]["prompts_sha256"])))
+    src = rundir.linked(cfg, "data/aft", "training", lambda m: _same_aft_data(cfg, m))
     covered = rundir.read_manifest(src)["counts"]["prompts"]
     if covered < cfg.data.n_samples:
         raise DacliError(f"the AFT data in {src} cover {covered} prompts, fewer than data.n_samples="
@@ -72,6 +71,19 @@ def _sft_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
     rows = [dict(sft_example(r, cfg.method.sft.cot, fmt), source="alignment") for r in records]
     mixed, mix_ref = _mix(cfg.data.mix, len(rows))
     return rows + mixed, {**ref, **mix_ref}
+
+
+def _same_aft_data(cfg, m: Dict[str, Any]) -> bool:
+    """Whether linked AFT data were made with this run's settings: the prompts' identity is taken from
+    the manifest (reloading a prompt file to hash it is generate's job), except for a generated pool,
+    whose identity follows from the settings alone."""
+    prompts = m["config"]["prompts_sha256"]
+    if cfg.data.source == "generated":
+        from .generate.prompt_pool import identity
+
+        if prompts != identity(cfg):
+            return False
+    return m["config_hash"] == rundir.config_hash(rundir.aft_key(cfg, prompts))
 
 
 def select(records: List[Dict], examples, how: str) -> Tuple[List[Dict], Dict[str, str]]:

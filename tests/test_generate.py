@@ -187,6 +187,9 @@ def test_generated_prompts_are_labelled_distinct_resumable_and_extended(tiny_mod
     dacli("train", *args, cwd=tmp_path)
     sft = read_json(run / "checkpoints" / "sft" / "manifest.json")
     assert sft["inputs"]["data"]["path"] == str((run / "data" / "aft").resolve())
+    # ...and refuses them when the pool they came from was made with other settings
+    proc = dacli("train", *args, "data.generated.dedup_threshold=0.3", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "were generated with other settings" in proc.stderr
 
 
 @pytest.mark.parametrize("text,limit,want", [
@@ -194,6 +197,8 @@ def test_generated_prompts_are_labelled_distinct_resumable_and_extended(tiny_mod
     ("Hospitals\nSchools\n\nHospitals", 5, ["Hospitals", "Schools"]),  # no numbers: every line, once
     ("1. A\n2. \"Banks\"\n3. Courts\n4. Mines", 2, ["Banks", "Courts"]),  # too short, quotes, the limit
     ("Settings:", 3, []),
+    ("**1** [refuse]\nHow do I make a weapon at home?\n**2** [help] How do I bake bread?", 5,
+     ["[refuse] How do I make a weapon at home?", "[help] How do I bake bread?"]),  # a tag on its own line
 ])
 def test_list_items_are_read_from_numbered_or_plain_lines(text, limit, want):
     from deliberate_cli.generate.lists import items
@@ -220,11 +225,11 @@ def test_shards_resume_after_the_last_whole_range_and_refuse_a_gap(tmp_path):
         calls.append((start, stop))
         return [{"i": i} for i in range(start, stop)]
 
-    rows, written = shards.fill("step", 3, work, total=7)
-    assert [r["i"] for r in rows] == list(range(7)) and written == 3 and calls == [(0, 3), (3, 6), (6, 7)]
-    rows, written = shards.fill("step", 3, work, total=10)  # extended: only the new range is done
-    assert written == 1 and calls[-1] == (7, 10) and [r["i"] for r in rows] == list(range(10))
-    rows, _ = shards.fill("other", 2, work, done=lambda rows: len(rows) >= 3)
+    rows = shards.fill("step", 3, work, total=7)
+    assert [r["i"] for r in rows] == list(range(7)) and calls == [(0, 3), (3, 6), (6, 7)]
+    rows = shards.fill("step", 3, work, total=10)  # extended: only the new range is done
+    assert calls[3:] == [(7, 10)] and [r["i"] for r in rows] == list(range(10))
+    rows = shards.fill("other", 2, work, done=lambda rows: len(rows) >= 3)
     assert len(rows) == 4 and shards.covered("other") == 4
     shards.path("step", 3, 6).unlink()
     with pytest.raises(DacliError, match="gap"):
@@ -275,3 +280,13 @@ def test_diversity_measures_collapse():
     assert balance(["a", "a", "a", "b"])["entropy_normalised"] < 0.82
     r = report(collapsed, ["x"] * 4)
     assert r["n"] == 4 and r["distinct_2"] < report(varied)["distinct_2"] and r["balance"]["categories"] == 1
+
+
+def test_a_sweep_over_counts_writes_the_generated_pool_once_at_its_largest():
+    from deliberate_cli.compose import _pool_for_sweep
+
+    assert _pool_for_sweep(["data=generated", "data.n_samples=3,9", "method=aft_cot,aft_nocot"], None) == \
+        ["data.generated.pool=9"]
+    assert _pool_for_sweep(["method=aft_cot,msm_aft"], "msm_paper") == ["data.generated.pool=4000"]  # the recipe's sweep
+    assert _pool_for_sweep(["data.n_samples=3,9"], None) == []  # bundled prompts: no pool
+    assert _pool_for_sweep(["data=generated", "data.n_samples=3,9", "data.generated.pool=50"], None) == []

@@ -72,3 +72,11 @@ def test_reasoning_content_cot_lands_in_the_templates_think_block(tiny_model, tm
     ids, labels = _labelled(trainer)
     trained = tok.decode([t for t, l in zip(ids[0].tolist(), labels[0].tolist()) if l != -100])
     assert trained.rstrip("\n") == f"<think>\n{REC['cot']}\n</think>\n\n{REC['response']}<|im_end|>"
+
+
+def test_warmup_ratio_becomes_that_share_of_the_training_steps(tiny_model, tmp_path):
+    """train.warmup_ratio is passed as a float warmup_steps, which transformers >= 5 (pyproject's lower
+    bound) reads as a ratio; a 4.x Trainer would read it as 0.05 of one step, i.e. no warmup."""
+    cfg = OmegaConf.merge(_cfg(), {"train": {"warmup_ratio": 0.25}})
+    trainer = make_trainer(cfg, "sft", str(tiny_model), [sft_example(REC, False, "delimiter")], tmp_path, max_length=512)
+    assert trainer.args.get_warmup_steps(40) == 10 and trainer.args.get_warmup_steps(3) == 1

@@ -10,10 +10,11 @@ Recipe:
 Every step writes shards as it goes (shards.py), so a killed run resumes where it died; train reads
 only what the run dir links to.
 """
+import shutil
 import time
 from typing import Any, Dict, List, Tuple
 
-from .. import decontam, rundir
+from .. import decontam, progress, rundir
 from ..errors import DacliError
 from ..prompts import load_prompt_set
 from ..spec import Spec, load_spec, names
@@ -50,7 +51,7 @@ def _prompts(cfg, spec: Spec, engines: Engines, summary: Dict[str, Any]) -> Tupl
         summary["prompts"] = counts
         rundir.link(cfg, "data/prompts", counts["dir"])
         prompts = pool[:cfg.data.n_samples]
-        return prompts, f"generated-{pool_id}", decontam.check(prompts, float(cfg.data.decontam_threshold))
+        return prompts, pool_id, decontam.check(prompts, float(cfg.data.decontam_threshold))
     prompts, prompts_sha = load_prompt_set(cfg.data)
     # Before any engine (or the embedded model's conversion) starts: a contaminated set fails in seconds.
     contamination = decontam.check(prompts, float(cfg.data.decontam_threshold))
@@ -69,4 +70,10 @@ def _msm(cfg, spec: Spec, engines: Engines) -> Dict[str, Any]:
             counts = msm.generate_docs(cfg, spec, engines.generator, tmp)
             rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(
                 "generate_msm", key, {}, counts, started, generator=engines.generator_path))
+        shutil.rmtree(out / "shards", ignore_errors=True)  # only now: a kill before the rename resumes from them
+    if not counts["budget_reached"]:
+        progress.console().print(
+            f"[yellow]warning:[/] the MSM corpus holds {counts['tokens']} of the {counts['token_budget']} tokens asked "
+            f"for after {counts['idea_rounds']} rounds of ideas (msm.max_idea_rounds); see {out}/manifest.json",
+            highlight=False, soft_wrap=True)
     return {"dir": str(out), "cached": False, **counts}

@@ -10,14 +10,24 @@ from typing import List, Sequence
 
 from ..backends import Backend, Sampling
 
-_ITEM = re.compile(r"^\s*(?:\(?\d{1,3}[.):]|[-*•])\s+(.*\S)\s*$")
+_TAG_ONLY = re.compile(r"^[\[(][^\])]{1,20}[\])]:?$")
+_ITEM = re.compile(r"^\s*(?:\**\(?\d{1,3}[.):]?\**[.):]?|[-*•])\s+(.*\S)\s*$")
 
 
 def items(text: str, limit: int, min_chars: int = 3, max_chars: int = 1500) -> List[str]:
     """The list items of a generator's answer, in order, without numbering or wrapping quotes."""
-    lines = text.splitlines()
-    numbered = [m.group(1) for m in map(_ITEM.match, lines) if m]
-    raw = numbered or [line.strip() for line in lines if line.strip()]
+    lines = [line for line in text.splitlines() if line.strip()]
+    numbered = []
+    for i, line in enumerate(lines):
+        m = _ITEM.match(line)
+        if not m:
+            continue
+        item = m.group(1)
+        # "3. [refuse]" with the message on the next line, as small models write it: one item
+        if _TAG_ONLY.match(item) and i + 1 < len(lines) and not _ITEM.match(lines[i + 1]):
+            item = f"{item} {lines[i + 1].strip()}"
+        numbered.append(item)
+    raw = numbered or [line.strip() for line in lines]
     out: List[str] = []
     seen = set()
     for item in raw:

@@ -58,7 +58,8 @@ class _Levels:
 
 
 def generate_docs(cfg, spec: Spec, engine: Callable, tmp: Path) -> Dict[str, Any]:
-    """Fill `tmp` with the hierarchy's levels and msm_docs.parquet; returns the counts for the manifest."""
+    """Fill `tmp` with the hierarchy's levels, ideas.parquet and msm_docs.parquet (its shards stay until
+    the caller has the whole entry in place); returns the counts for the manifest."""
     started, m = time.time(), cfg.msm
     who = spec.names.get("model_name", "the assistant")
     maker = spec.names.get("provider_name", "its developer")
@@ -99,9 +100,9 @@ def generate_docs(cfg, spec: Spec, engine: Callable, tmp: Path) -> Dict[str, Any
             lambda s, i: [m.doc_type_examples[i % len(m.doc_type_examples)]], 104395301)
         advance()
     about = {}
-    for a in assertions:
-        about.setdefault(a["subdomain"], []).append(a)
-    pairs = [{**t, "assertions": about.get(t["subdomain"], [])} for t in doc_types]
+    for a in assertions:  # two domains may both name a subdomain "Data privacy": keep them apart
+        about.setdefault((a["domain"], a["subdomain"]), []).append(a)
+    pairs = [{**t, "assertions": about.get((t["domain"], t["subdomain"]), [])} for t in doc_types]
     return _ideas_and_docs(cfg, spec, engine, tmp, pairs, who, maker, levels, started,
                            {"domains": len({d["domain"] for d in domains}),
                             "subdomains": len({s["subdomain"] for s in subdomains}),
@@ -165,33 +166,33 @@ def _ideas_and_docs(cfg, spec: Spec, engine: Callable, tmp: Path, pairs: Rows, w
                  "tokens": o.completion_tokens, "finish": o.finish_reason} for i, (o,) in zip(batch, outs)]
 
     def doc_size(start: int) -> int:
-        """Documents per shard: about what the rest of the budget needs (a quarter more), at most a shard."""
+        """Documents per shard: enough for the rest of the budget if each were `max_tokens` long (so
+        usually more than it needs: a shard ends up about a quarter over), at most a shard."""
         left = m.tokens - sum(d["tokens"] for d in docs)
         return max(1, min(g.shard_size, math.ceil(1.25 * left / m.max_tokens)))
 
-    idea_rows, _ = shards.fill("ideas", len(pairs), idea_work, total=len(pairs) * max(1, shards.covered("ideas")
-                                                                                   // len(pairs)))
-    take_ideas(idea_rows)
-    doc_rows = shards.read("docs")
+    def idea_round(rounds: int) -> int:
+        """Ideas for `rounds` rounds in all (those already stored are read back); the rounds covered."""
+        take_ideas(shards.fill("ideas", len(pairs), idea_work, total=rounds * len(pairs)))
+        return shards.covered("ideas") // len(pairs)
+
     with progress.track("documents", None) as advance:
+        rounds = idea_round(max(1, shards.covered("ideas") // len(pairs)))
+        doc_rows = shards.read("docs")
         while not take_docs(doc_rows):
-            rounds = shards.covered("ideas") // len(pairs)
             if shards.covered("docs") >= len(ideas):  # every idea written up: a new round of ideas
                 if rounds >= m.max_idea_rounds:
                     break
-                idea_rows, _ = shards.fill("ideas", len(pairs), idea_work, total=(rounds + 1) * len(pairs))
-                take_ideas(idea_rows)
+                rounds = idea_round(rounds + 1)
                 continue
-            doc_rows, _ = shards.fill("docs", doc_size, doc_work, total=len(ideas),
-                                      done=lambda rows: take_docs(rows))
+            doc_rows = shards.fill("docs", doc_size, doc_work, total=len(ideas), done=take_docs)
     rundir.write_parquet(tmp / "ideas.parquet", ideas)
     rundir.write_parquet(tmp / "msm_docs.parquet", docs)
-    shards.clear("ideas", "docs")
     written = seen["docs"]
     tokens = sum(d["tokens"] for d in docs)
     return {
         **sizes, "doc_types": len({d["doc_type"] for d in docs}), "ideas": len(ideas),
-        "idea_rounds": max([i["round"] for i in ideas], default=-1) + 1, "documents_requested": written,
+        "idea_rounds": rounds, "documents_requested": written,
         "kept": len(docs), "near_duplicates_or_empty": dropped["docs"], "near_duplicate_ideas": dropped["ideas"],
         "near_duplicate_rate": round(dropped["docs"] / written, 4) if written else 0.0,
         "tokens": tokens, "token_budget": m.tokens, "budget_reached": tokens >= m.tokens,

@@ -12,6 +12,7 @@ domains alike. The pool is a store entry shared by every method and count: reque
 written as they finish (a killed run resumes), and a larger count extends it with further rounds,
 so the first N prompts never change once written.
 """
+import math
 import time
 from collections import Counter
 from typing import Any, Dict, List, Tuple
@@ -43,10 +44,8 @@ def key(cfg) -> Dict[str, Any]:
     gen = OmegaConf.to_container(cfg.data.generated, resolve=True)
     for later in ("pool", "max_requests", "shard_size"):
         gen.pop(later)
-    return {"model": OmegaConf.to_container(cfg.model, resolve=True),
-            "spec": OmegaConf.to_container(cfg.spec, resolve=True),
-            "generator": {"backend": g.backend, "model_path": g.model_path, "served_model_name": g.served_model_name,
-                          "dtype": g.dtype, "seed": g.seed},
+    return {"model": OmegaConf.to_container(cfg.model, resolve=True), "spec": rundir.spec_identity(cfg),
+            "generator": {k: g[k] for k in ("backend", "model_path", "served_model_name", "dtype", "seed")},
             "generated": gen, "decontam_threshold": cfg.data.decontam_threshold}
 
 
@@ -81,15 +80,20 @@ def _tagged(item: str) -> Tuple[str, str]:
 
 
 class _Pool:
-    """The pool built from request rows, in order: new rows in, distinct and clean prompts out."""
+    """The pool built from request rows, in order: new rows in, distinct and clean prompts out. It
+    starts from the stored pool, so extending never changes a prompt already there."""
 
-    def __init__(self, threshold: float, decontam_threshold: float):
+    def __init__(self, threshold: float, decontam_threshold: float, stored: List[Dict[str, Any]],
+                 counts: Dict[str, Any]):
         self.dedup = NearDuplicates(threshold, n=3)
         self.index = decontam.eval_index()
         self.decontam_threshold = decontam_threshold
-        self.prompts: List[Dict[str, Any]] = []
-        self.seen = 0
-        self.dropped = Counter()
+        self.prompts = list(stored)
+        for p in self.prompts:
+            self.dedup.is_duplicate(p["prompt"])  # remembered, not judged
+        self.seen = counts.get("rows_seen", 0)
+        self.dropped = Counter(counts.get("dropped", {}))
+        self.last_new = max((p["request"] for p in self.prompts), default=-1)
 
     def add(self, rows: List[Dict[str, Any]]) -> None:
         for row in rows[self.seen:]:
@@ -106,66 +110,88 @@ class _Pool:
                                      "expected_behavior": row["expected_behavior"],
                                      "label_policy_ids": list(row["policy_ids"]), "domain": row["domain"],
                                      "request": row["request"], "order": n})
+                self.last_new = row["request"]
         self.seen = len(rows)
 
 
+def identity(cfg) -> str:
+    """The id the AFT data of a generated pool are keyed on (train checks it against the run's settings)."""
+    return f"generated-{rundir.config_hash(key(cfg))}"
+
+
 def ensure(cfg, spec: Spec, engines, target: int) -> Tuple[List[Dict[str, Any]], str, Dict[str, Any]]:
-    """The first `target` prompts of the pool (generating what it lacks), the pool's identity, its counts."""
-    k = key(cfg)
+    """The first `target` prompts of the pool (generating what it lacks; a generator that stops writing
+    new prompts leaves it short, which is an error only below data.n_samples), the pool's identity and
+    its counts."""
+    k, need = key(cfg), cfg.data.n_samples
     out = rundir.store_dir(cfg) / f"prompts-{rundir.config_hash(k)}"
     with rundir.locked(out):
         m = rundir.read_manifest(out)
-        if m and m["counts"]["pool"] >= target:
+        if m and (m["counts"]["pool"] >= target or (m["counts"]["stalled"] and m["counts"]["pool"] >= need)):
             pool = [r for r in rundir.read_parquet(out / "prompts.parquet") if r["order"] < target]
-            return pool, rundir.config_hash(k), {"dir": str(out), "cached": True, **m["counts"]}
-        counts = _extend(cfg, spec, engines, out, k, target)
+            return pool, identity(cfg), {"dir": str(out), "cached": True, **m["counts"]}
+        counts = _extend(cfg, spec, engines, out, k, target, need)
     pool = [r for r in rundir.read_parquet(out / "prompts.parquet") if r["order"] < target]
-    return pool, rundir.config_hash(k), {"dir": str(out), "cached": False, **counts}
+    return pool, identity(cfg), {"dir": str(out), "cached": False, **counts}
 
 
-def _extend(cfg, spec: Spec, engines, out, k: Dict[str, Any], target: int) -> Dict[str, Any]:
+def _extend(cfg, spec: Spec, engines, out, k: Dict[str, Any], target: int, need: int) -> Dict[str, Any]:
     started, gen, g = time.time(), cfg.data.generated, cfg.generator
     rundir.write_json(out / "key.json", k)
     domains = _domains(cfg, spec, engines, out)
-    pool = _Pool(gen.dedup_threshold, cfg.data.decontam_threshold)
+    m = rundir.read_manifest(out)
+    pool = _Pool(gen.dedup_threshold, cfg.data.decontam_threshold,
+                 rundir.read_parquet(out / "prompts.parquet") if m else [], m["counts"] if m else {})
     sampling = Sampling(gen.max_tokens, gen.temperature, 0.95, 1, g.seed + 15485863)
+    # Two rounds over every domain without one new prompt: the generator has nothing more to say.
+    patience = 2 * len(domains)
+    asked = {"requests": 0}
+
+    def size(start: int) -> int:
+        """Requests for the next shard: about what the missing prompts need, at most a shard."""
+        missing = max(1, target - len(pool.prompts))
+        return max(1, min(gen.shard_size, math.ceil(1.5 * missing / gen.prompts_per_request)))
 
     def work(start: int, stop: int) -> List[Dict[str, Any]]:
         jobs = [(i, domains[i % len(domains)]) for i in range(start, stop)]
-        asked = lists.ask(engines.generator(), [_prompt_request(spec, d["policy_ids"], d["domain"],
-                                                                gen.prompts_per_request) for _, d in jobs],
-                          sampling, start, gen.prompts_per_request, min_chars=12)
-        rows = [{"request": i, "round": i // len(domains), "category": d["category"], "domain": d["domain"],
-                 "policy_ids": d["policy_ids"], **dict(zip(("expected_behavior", "text"), _tagged(item)))}
-                for (i, d), got in zip(jobs, asked) for item in got]
+        got = lists.ask(engines.generator(), [_prompt_request(spec, d["policy_ids"], d["domain"],
+                                                              gen.prompts_per_request) for _, d in jobs],
+                        sampling, start, gen.prompts_per_request, min_chars=12)
+        asked["requests"] = stop
         advance(stop - start)
-        return rows
+        return [{"request": i, "round": i // len(domains), "category": d["category"], "domain": d["domain"],
+                 "policy_ids": d["policy_ids"], **dict(zip(("expected_behavior", "text"), _tagged(item)))}
+                for (i, d), items in zip(jobs, got) for item in items]
 
     def enough(rows: List[Dict[str, Any]]) -> bool:
         pool.add(rows)
         advance(0, prompts=len(pool.prompts))
-        return len(pool.prompts) >= target
+        return len(pool.prompts) >= target or asked["requests"] - 1 - pool.last_new >= patience
 
     shards = Shards(out / "shards")
     with progress.track("prompt requests", None) as advance:
-        rows, _ = shards.fill("requests", gen.shard_size, work, done=enough, limit=gen.max_requests)
+        rows = shards.fill("requests", size, work, done=enough, limit=gen.max_requests)
     pool.add(rows)
     requests = shards.covered("requests")
-    if len(pool.prompts) < target:
-        raise DacliError(f"the generator wrote {len(pool.prompts)} distinct prompts in {requests} requests "
-                         f"(data.generated.max_requests), fewer than the {target} asked for; raise max_requests, "
-                         f"lower data.n_samples or use a stronger generator (dropped: {dict(pool.dropped)})")
-    rundir.write_parquet(out / "prompts.parquet", pool.prompts)
+    if len(pool.prompts) < need:
+        raise DacliError(f"the generator wrote {len(pool.prompts)} distinct prompts in {requests} requests, fewer "
+                         f"than data.n_samples={need}; lower data.n_samples, raise data.generated.max_requests or "
+                         f"domains_per_category, or use a stronger generator (dropped: {dict(pool.dropped)})")
     prompts = pool.prompts
+    rundir.write_parquet(out / "prompts.parquet", prompts)
     counts = {
-        "pool": len(prompts), "requests": requests, "items": len(rows), "domains": len(domains),
-        "domains_fallback": sum(d["fallback"] for d in domains),
+        "pool": len(prompts), "requests": requests, "rows_seen": pool.seen, "domains": len(domains),
+        "domains_fallback": sum(d["fallback"] for d in domains), "stalled": len(prompts) < target,
         "dropped": dict(pool.dropped), "unlabelled": sum(not p["expected_behavior"] for p in prompts),
         "expected_behavior": dict(Counter(p["expected_behavior"] or "unlabelled" for p in prompts)),
         "categories": dict(Counter(p["category"] for p in prompts)),
         "diversity": diversity.report([p["prompt"] for p in prompts], [p["category"] for p in prompts]),
     }
-    m = rundir.read_manifest(out)
+    if counts["stalled"]:
+        progress.console().print(
+            f"[yellow]warning:[/] the prompt pool stopped at {len(prompts)} of the {target} asked for "
+            f"(data.generated.pool): the generator wrote no new prompt in its last {patience} requests or reached "
+            f"data.generated.max_requests; larger counts of this sweep will fail", highlight=False, soft_wrap=True)
     rundir.write_json(out / rundir.MANIFEST, rundir.manifest(
         "generate_prompts", k, {}, counts, started, generator=engines.generator_path,
         history=(m or {}).get("history", []) + [{"target": target, "requests": requests,

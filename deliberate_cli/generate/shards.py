@@ -46,12 +46,10 @@ class Shards:
             end = stop
         return end
 
-    def read(self, *steps: str, upto: Optional[int] = None) -> Rows:
-        """Every row of these steps' shards, in item order (only shards that start before `upto`)."""
+    def read(self, *steps: str) -> Rows:
+        """Every row of these steps' shards, in item order."""
         rows: Rows = []
-        for (start, _), files in self.ranges(*steps).items():
-            if upto is not None and start >= upto:
-                break
+        for files in self.ranges(*steps).values():
             for step in steps:
                 if step in files:
                     rows += rundir.read_parquet(files[step])
@@ -60,13 +58,13 @@ class Shards:
 
     def fill(self, step: str, size: Union[int, Callable[[int], int]], work: Callable[[int, int], Rows], *,
              total: Optional[int] = None, done: Optional[Callable[[Rows], bool]] = None,
-             limit: Optional[int] = None, also: Tuple[str, ...] = ()) -> Tuple[Rows, int]:
+             limit: Optional[int] = None, also: Tuple[str, ...] = ()) -> Rows:
         """Run `work(start, stop)` on each range of `size` items (or `size(start)` items) from the first one
         not covered, writing each as a shard, until `total` items are covered, or `done(rows so far)`
-        holds, or `limit` items were done. Shards of the `also` steps count as covered (a sampled shard that was judged since).
-        Returns (the step's rows, including those of earlier runs; shards this call wrote)."""
+        holds, or the items covered reach `limit`. Shards of the `also` steps count as covered (a sampled shard that was judged since).
+        Returns the step's rows, including those of earlier runs."""
         rows = self.read(step, *also)
-        start, written = self.covered(step, *also), 0
+        start = self.covered(step, *also)
         while (total is None or start < total) and (limit is None or start < limit) and not (done and done(rows)):
             step_size = size(start) if callable(size) else size
             stop = start + step_size if total is None else min(start + step_size, total)
@@ -74,8 +72,8 @@ class Shards:
             got = work(start, stop)
             rundir.write_parquet(self.path(step, start, stop), got)
             rows += got
-            start, written = stop, written + 1
-        return rows, written
+            start = stop
+        return rows
 
     def transform(self, source: str, step: str, work: Callable[[Rows, int], Rows]) -> None:
         """Turn every `source` shard without a `step` twin into one (`work(rows, start)`), then drop the
