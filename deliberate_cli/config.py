@@ -78,7 +78,8 @@ class GeneratedPromptsConfig:
     # Prompts to have in the pool at least (0: data.n_samples). A sweep sets it to its largest count so
     # the pool is generated once; a smaller one is extended when a later run needs more.
     pool: int = 0
-    # A generator that keeps repeating itself stops here with an error instead of running forever.
+    # The most requests the pool may take in all; it also stops after two rounds over the domains without
+    # a new prompt. Short of data.n_samples either way is an error; short of `pool` only a warning.
     max_requests: int = 20000
     # Requests per shard (written as it finishes; a killed run resumes at the next).
     shard_size: int = 64
