@@ -58,14 +58,9 @@ def read_rows(source: str, hf_split: str = "train") -> Tuple[str, List[Dict[str,
 
 
 def _read(data_cfg) -> Tuple[str, List[Dict[str, Any]]]:
-    source = data_cfg.source
-    if source == "bundled":
+    if data_cfg.source == "bundled":
         return str(BUNDLED), _read_file(BUNDLED)
-    if source.startswith(HF_PREFIX):
-        name = source[len(HF_PREFIX):]
-        return source, _read_hf(name, data_cfg.hf_split)
-    path = Path(source).expanduser()
-    return str(path), _read_file(path)
+    return read_rows(data_cfg.source, data_cfg.hf_split)
 
 
 def _ids(value: Any) -> List[str]:

@@ -13,6 +13,7 @@ written as they finish (a killed run resumes), and a larger count extends it wit
 so the first N prompts never change once written.
 """
 import math
+import re
 import time
 from collections import Counter
 from typing import Any, Dict, List, Tuple
@@ -71,8 +72,6 @@ def _prompt_request(spec: Spec, ids: List[str], domain: str, n: int) -> str:
 
 def _tagged(item: str) -> Tuple[str, str]:
     """(expected behaviour or "", the message) of one `[help] message` line."""
-    import re
-
     m = re.match(r"^\s*[\[(]\s*(help|comply|partial|refuse)\s*[\])]\s*[:\-–]?\s*(.*)$", item, re.I)
     if not m:
         return "", item

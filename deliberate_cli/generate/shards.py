@@ -83,8 +83,3 @@ class Shards:
                 rundir.write_parquet(self.path(step, start, stop), work(rundir.read_parquet(files[source]), start))
             if source in files:
                 files[source].unlink()
-
-    def clear(self, *steps: str) -> None:
-        for files in self.ranges(*steps).values():
-            for path in files.values():
-                path.unlink()
