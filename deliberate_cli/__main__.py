@@ -1,4 +1,5 @@
-"""`python -m deliberate_cli` is `dacli` (useful under `accelerate launch -m deliberate_cli train ...`)."""
+"""`python -m deliberate_cli` is `dacli`. (Not for `accelerate launch`: the train stage starts its own
+processes, train.num_processes.)"""
 from .cli import main
 
 if __name__ == "__main__":

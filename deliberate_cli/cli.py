@@ -33,6 +33,10 @@ def _launch(command: str, overrides: Optional[List[str]], multirun: bool, verbos
     from .pipeline import task
     from .progress import VERBOSE_ENV
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise DacliError("dacli starts its own training processes: run it once, without accelerate launch or "
+                         "torchrun, and set train.num_processes=N (and train.accelerate_config=fsdp or another "
+                         "file under conf/accelerate/)")
     if verbose:  # the stage processes inherit it
         os.environ[VERBOSE_ENV] = "1"
     launch(command, overrides or [], multirun, task)

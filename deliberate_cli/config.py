@@ -135,6 +135,10 @@ class EngineConfig:
     concurrency: int = 16
     max_retries: int = 3
     request_timeout: float = 600.0
+    # A LoRA checkpoint (adapter_config.json): "adapter" serves the adapter on its base (vLLM's
+    # enable_lora; no merge step), "merged" loads a merged copy (written once beside the adapter),
+    # "auto" = adapter with vLLM on a GPU, else merged (vLLM's CPU LoRA decodes ~15x slower).
+    lora: str = "auto"
 
 
 # Engine settings that change how fast a model answers, not what it answers: a resumed eval keeps the
@@ -230,7 +234,8 @@ class LoraConfig:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: str = "all-linear"
+    # "all-linear", or a list of module names (the MSM paper: every attention and MLP projection).
+    target_modules: Any = "all-linear"
 
 
 @dataclass
@@ -253,6 +258,13 @@ class TrainConfig:
     report_to: List[str] = field(default_factory=lambda: ["tensorboard"])
     seed: int = 0
     lora: LoraConfig = field(default_factory=LoraConfig)
+    # Training processes (one per GPU). Above 1 the train stage starts them itself under `accelerate
+    # launch` (plain DDP, or `accelerate_config`); on a machine without GPUs they run DDP over gloo.
+    # The global batch is batch_size x grad_accum x num_processes.
+    num_processes: int = 1
+    # A file under conf/accelerate/ by name (fsdp, deepspeed_zero3) or a path to an accelerate config;
+    # None = plain data parallel. Its num_processes is overridden by train.num_processes.
+    accelerate_config: Optional[str] = None
 
 
 @dataclass
@@ -326,6 +338,17 @@ class EvalConfig:
 
 
 @dataclass
+class ResourcesConfig:
+    """What one job asks a cluster for (hydra/launcher=slurm reads these). `gpus` defaults, in
+    conf/config.yaml, to the most any stage uses: the engines' tensor_parallel_size, train.num_processes."""
+
+    gpus: int = 1
+    cpus_per_gpu: int = 8
+    mem_gb: int = 200
+    time_min: int = 720
+
+
+@dataclass
 class RunConfig:
     root: str = "runs"
     name: str = MISSING
@@ -348,6 +371,7 @@ class Config:
     eval: EvalConfig = MISSING
     train: TrainConfig = MISSING
     msm: MsmConfig = field(default_factory=MsmConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
 
@@ -381,6 +405,16 @@ def validate(cfg) -> None:
     for key, value in positive.items():
         if value < 1:
             raise DacliError(f"{key} must be at least 1, got {value}")
+    for key, engine in (("generator", cfg.generator), ("judge", cfg.judge), ("eval.engine", cfg.eval.engine),
+                        ("eval.grader.engine", cfg.eval.grader.engine)):
+        if engine.lora not in ("auto", "adapter", "merged"):
+            raise DacliError(f"{key}.lora must be auto, adapter or merged, got '{engine.lora}'")
+    if cfg.train.num_processes < 1:
+        raise DacliError(f"train.num_processes must be at least 1, got {cfg.train.num_processes}")
+    if cfg.train.accelerate_config:
+        from .train.launch import accelerate_config
+
+        accelerate_config(cfg.train.accelerate_config)  # names a file that exists
     if not cfg.msm.doc_type_examples:
         raise DacliError("msm.doc_type_examples must name at least one kind of document")
     g = cfg.eval.grader

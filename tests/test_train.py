@@ -33,21 +33,38 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
     assert not trainer_dir.exists()
 
 
-def test_lora_writes_merged_weights_and_bad_methods_fail_cleanly(tiny_model, tmp_path):
-    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_cot", "train.lora.enabled=true",
-                          "train.lora.r=4", "train.learning_rate=1e-3")
+def test_lora_writes_an_adapter_on_its_base_and_bad_methods_fail_cleanly(tiny_model, tmp_path):
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=msm_aft", "train.lora.enabled=true",
+                          "train.lora.r=4", "train.learning_rate=1e-3", "train.midtrain_learning_rate=1e-3",
+                          "train.report_to=[]")
     dacli("generate", *args, cwd=tmp_path)
     dacli("train", *args, cwd=tmp_path)
-    sft = tmp_path / "runs" / "tiny-aft_cot-n8" / "checkpoints" / "sft"
-    assert not (sft / "adapter_config.json").exists()  # merged: a plain checkpoint any engine loads
-    from transformers import AutoModelForCausalLM
+    ckpts = tmp_path / "runs" / "tiny-msm_aft-n8" / "checkpoints"
+    sft, midtrain = ckpts / "sft", (ckpts / "midtrain").resolve()
+    from deliberate_cli.models import adapter_info
 
-    assert not any("lora" in n for n, _ in AutoModelForCausalLM.from_pretrained(sft).named_parameters())
+    # Each stage saves its adapter only; sft trains on the midtrained weights, merged once for it.
+    for ckpt in (sft, midtrain):
+        assert (ckpt / "adapter_model.safetensors").is_file() and not (ckpt / "config.json").exists()
+    assert adapter_info(midtrain)["base"] == str(tiny_model) and adapter_info(midtrain)["r"] == 4
+    assert adapter_info(sft)["base"] == str(midtrain / "merged")
+    assert (midtrain / "merged" / "config.json").is_file() and not (sft / "merged").exists()
+    from safetensors.torch import load_file
+
+    lora_b = [t for n, t in load_file(sft / "adapter_model.safetensors").items() if "lora_B" in n]
+    assert lora_b and any(t.abs().sum() > 0 for t in lora_b)  # trained: B starts at zero
+    assert read_json(sft / "manifest.json")["counts"]["lora"] is True
+
+    # The transformers engine cannot serve an adapter: the eval merges it once, beside it.
+    dacli("eval", "am", *args, "eval.samples_per_scenario=1", "eval.max_tokens=4", cwd=tmp_path)
+    assert (sft / "merged" / "config.json").is_file()
 
     proc = dacli("train", *args, "method.stages=[sft,distill]", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "unknown stage(s) distill; valid: midtrain, sft" in proc.stderr
 
     # A CoT method on data whose CoTs are empty.
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_cot")
+    dacli("generate", *args, cwd=tmp_path)
     data = tmp_path / "runs" / "tiny-aft_cot-n8" / "data" / "aft" / "aft.parquet"
     rows = pq.read_table(data).to_pylist()
     for r in rows:

@@ -73,8 +73,15 @@ BACKENDS = {
 
 
 def open_backend(engine, model_path: str, model_cfg) -> Backend:
+    """The engine for a model; a LoRA checkpoint is served as an adapter or merged (models.servable)."""
+    from ..models import servable
+
     if engine.backend not in BACKENDS:
         raise DacliError(f"unknown backend '{engine.backend}'; valid: {', '.join(BACKENDS)}")
     module, cls = BACKENDS[engine.backend].split(":")
     impl = getattr(importlib.import_module(module), cls)
-    return impl(model_path, engine, model_cfg.max_model_len, dict(model_cfg.chat_template_kwargs))
+    extra = {}
+    if engine.backend != "openai":  # an endpoint serves whatever it serves
+        model_path, adapter = servable(engine, model_path)
+        extra = {"adapter": adapter} if adapter else {}
+    return impl(model_path, engine, model_cfg.max_model_len, dict(model_cfg.chat_template_kwargs), **extra)

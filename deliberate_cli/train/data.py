@@ -1,0 +1,153 @@
+"""What each training stage trains on, read from the data the run dir links to.
+
+midtrain: the MSM documents, as plain text. sft: the first data.n_samples prompts' kept AFT records as
+prompt → [CoT +] response conversations (the spec never in context), optionally a selected subset,
+plus an instruction-tuning mix.
+"""
+import hashlib
+import json
+from typing import Any, Callable, Dict, List, Tuple
+
+from omegaconf import OmegaConf
+
+from .. import cot as cot_format
+from .. import rundir
+from ..errors import DacliError
+
+
+def sft_example(rec: Dict[str, Any], cot: bool, thinking_format: str) -> Dict[str, List[Dict[str, str]]]:
+    """A prompt-completion conversation; TRL then puts the loss on the completion tokens only."""
+    assistant: Dict[str, str] = {"role": "assistant", "content": rec["response"]}
+    if cot and thinking_format == "reasoning_content":
+        assistant["reasoning_content"] = rec["cot"]  # the template renders it in the model's own format
+    elif cot:
+        assistant["content"] = cot_format.joined(rec["cot"], rec["response"])
+    return {"prompt": [{"role": "user", "content": rec["prompt"]}], "completion": [assistant]}
+
+
+def subset(cfg, stage: str) -> Dict[str, Any]:
+    """The settings a stage's checkpoint depends on (its cache key). num_processes stays in (the global
+    batch is batch_size x grad_accum x num_processes); how the processes shard the model does not
+    change what is learnt, so accelerate_config is left out."""
+    train = OmegaConf.to_container(cfg.train, resolve=True)
+    train.pop("accelerate_config", None)
+    if train.get("num_processes") == 1:
+        train.pop("num_processes")  # a single-process checkpoint keeps the key it had before the setting existed
+    s = {"model": OmegaConf.to_container(cfg.model, resolve=True), "train": train}
+    if stage == "sft":
+        s["sft"] = OmegaConf.to_container(cfg.method.sft, resolve=True)
+        s["n_samples"] = cfg.data.n_samples
+        s["mix"] = OmegaConf.to_container(cfg.data.mix, resolve=True)
+        s["examples"], s["select"] = cfg.data.examples, cfg.data.select
+    return s
+
+
+def _read_parquet(path) -> List[Dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise DacliError(f"training data missing: {path} (run `dacli generate` with the same overrides first)")
+    return pq.read_table(path).to_pylist()
+
+
+def sft_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
+    """The first data.n_samples prompts' kept records from the AFT data the run dir links to, as conversations."""
+    src = rundir.linked(cfg, "data/aft", "training", lambda m: _same_aft_data(cfg, m))
+    covered = rundir.read_manifest(src)["counts"]["prompts"]
+    if covered < cfg.data.n_samples:
+        raise DacliError(f"the AFT data in {src} cover {covered} prompts, fewer than data.n_samples="
+                         f"{cfg.data.n_samples}; run `dacli generate` with the same overrides first")
+    records = [r for r in _read_parquet(src / "aft.parquet") if r.get("order", 0) < cfg.data.n_samples]
+    if not records:
+        raise DacliError(f"no training records in {src}/aft.parquet (all rejected?); see rejects.parquet")
+    if cfg.method.sft.cot and any(not (r.get("cot") or "").strip() for r in records):
+        raise DacliError(f"method {cfg.method.name} trains on CoTs but {src}/aft.parquet has records without one")
+    records, selected = select(records, cfg.data.examples, cfg.data.select)
+    fmt = cfg.model.thinking_format
+    # The subset's own content is the input's identity: extending the data for a larger count leaves
+    # a smaller count's checkpoint fresh.
+    digest = hashlib.sha256(json.dumps([[r["prompt_id"], r["cot"], r["response"]] for r in records]).encode())
+    ref = {"path": str(src), "records": str(len(records)), "records_sha256": digest.hexdigest()[:16], **selected}
+    rows = [dict(sft_example(r, cfg.method.sft.cot, fmt), source="alignment") for r in records]
+    mixed, mix_ref = _mix(cfg.data.mix, len(rows))
+    return rows + mixed, {**ref, **mix_ref}
+
+
+def _same_aft_data(cfg, m: Dict[str, Any]) -> bool:
+    """Whether linked AFT data were made with this run's settings: the prompts' identity is taken from
+    the manifest (reloading a prompt file to hash it is generate's job), except for a generated pool,
+    whose identity follows from the settings alone."""
+    prompts = m["config"]["prompts_sha256"]
+    if cfg.data.source == "generated":
+        from ..generate.prompt_pool import identity
+
+        if prompts != identity(cfg):
+            return False
+    return m["config_hash"] == rundir.config_hash(rundir.aft_key(cfg, prompts))
+
+
+def select(records: List[Dict], examples, how: str) -> Tuple[List[Dict], Dict[str, str]]:
+    """`examples` of the records, when more passed: the first in prompt order, or a diverse subset
+    (STAR-1's selection: repeatedly drop a record of the most frequent (category, source) group, the
+    latest in prompt order first, until `examples` remain)."""
+    from collections import Counter
+
+    if not examples or len(records) <= examples:
+        return records, {}
+    records = sorted(records, key=lambda r: r.get("order", 0))
+    if how == "first":
+        return records[:examples], {"selected": f"first {examples} of {len(records)}"}
+    group = lambda r: (r.get("category") or "", r.get("source") or "")  # noqa: E731
+    kept = list(records)
+    counts = Counter(group(r) for r in kept)
+    while len(kept) > examples:
+        top = max(counts.values())
+        drop = max((i for i, r in enumerate(kept) if counts[group(r)] == top), key=lambda i: kept[i].get("order", 0))
+        counts[group(kept[drop])] -= 1
+        del kept[drop]
+    return kept, {"selected": f"diverse {examples} of {len(records)}"}
+
+
+def _mix(m, alignment: int) -> Tuple[List[Dict], Dict[str, str]]:
+    """The instruction-tuning conversations data.mix asks for: `count`, or `ratio` x the alignment
+    examples, drawn with `seed` from the source; each a prompt (every turn before the last) and its
+    last, assistant turn, tagged `source: mix`."""
+    import random
+
+    from ..prompts import read_rows
+
+    if not m.source:
+        return [], {}
+    name, raw = read_rows(m.source, m.hf_split)
+    convs = []
+    for i, row in enumerate(raw):
+        turns = row.get(m.messages_column)
+        if isinstance(turns, str):
+            turns = json.loads(turns)
+        if not isinstance(turns, list) or not turns or not all(isinstance(t, dict) and "role" in t and "content" in t
+                                                               for t in turns):
+            raise DacliError(f"data.mix.source {name}: row {i + 1} has no '{m.messages_column}' list of "
+                             f"{{role, content}} turns (set data.mix.messages_column)")
+        if turns[-1]["role"] == "assistant" and len(turns) > 1:
+            convs.append({"prompt": [{"role": t["role"], "content": t["content"]} for t in turns[:-1]],
+                          "completion": [{"role": "assistant", "content": turns[-1]["content"]}], "source": "mix"})
+    want = m.count or int(round(m.ratio * alignment))
+    if want > len(convs):
+        raise DacliError(f"data.mix asks for {want} conversations but {name} has {len(convs)} that end with "
+                         f"an assistant turn")
+    picked = random.Random(m.seed).sample(convs, want)
+    digest = hashlib.sha256(json.dumps([[c["prompt"], c["completion"]] for c in picked]).encode()).hexdigest()[:16]
+    return picked, {"mix_source": name, "mix_records": str(want), "mix_sha256": digest}
+
+
+def midtrain_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
+    src = rundir.linked(cfg, "data/msm", "midtraining",
+                        lambda m: m["config_hash"] == rundir.config_hash(rundir.msm_key(cfg)))
+    docs = _read_parquet(src / "msm_docs.parquet")
+    if not docs:
+        raise DacliError(f"no MSM documents in {src}/msm_docs.parquet")
+    return [{"text": d["text"]} for d in docs], rundir.input_ref(src)
+
+
+# stage name -> what it trains on.
+STAGES: Dict[str, Callable] = {"midtrain": midtrain_data, "sft": sft_data}
