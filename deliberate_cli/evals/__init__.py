@@ -12,7 +12,7 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from omegaconf import OmegaConf
 
@@ -71,7 +71,14 @@ def run(cfg) -> Dict[str, Any]:
 
         return grader_check.run(cfg)
     model_path, label, inputs = pick_model(cfg)
-    return _evaluate(cfg, model_path, label, inputs, None)
+    # A checkpoint every job of a sweep shares (midtrain only: the `msm` method) is scored once, in the store.
+    from ..train import SHARED
+
+    own = cfg.eval.checkpoint == "auto" and not cfg.eval.engine.model_path
+    shared = cfg.method.stages[-1] if own and cfg.method.stages[-1] in SHARED else None
+    if shared:  # its store entry, as every job names it (each run dir's link differs)
+        model_path = str(Path(model_path).resolve())
+    return _evaluate(cfg, model_path, label, inputs, shared, link_as=cfg.eval.name)
 
 
 def run_baseline(cfg) -> Dict[str, Any]:
@@ -79,7 +86,7 @@ def run_baseline(cfg) -> Dict[str, Any]:
     run dir as eval/<name>-baseline, so a sweep has one baseline row (eval.baseline=false skips it)."""
     if not cfg.eval.baseline or cfg.eval.runner == "grader_check":
         return {"skipped": True, "dir": ""}
-    return _evaluate(cfg, resolve(cfg.model), "base", {}, "baseline")
+    return _evaluate(cfg, resolve(cfg.model), "base", {}, "baseline", link_as=f"{cfg.eval.name}-baseline")
 
 
 def _runner(cfg):
@@ -91,7 +98,10 @@ def _runner(cfg):
     return getattr(importlib.import_module(module), func)
 
 
-def _evaluate(cfg, model_path: str, label: str, inputs: Dict[str, Dict[str, str]], shared) -> Dict[str, Any]:
+def _evaluate(cfg, model_path: str, label: str, inputs: Dict[str, Dict[str, str]], shared: Optional[str],
+              link_as: str) -> Dict[str, Any]:
+    """Score a model into <run>/eval/<link_as>, or, when `shared` (what the store entry is of), into the
+    store, linked from there."""
     name = cfg.eval.name
     run_eval = _runner(cfg)
     model_cfg = _model_cfg(cfg)
@@ -105,7 +115,7 @@ def _evaluate(cfg, model_path: str, label: str, inputs: Dict[str, Dict[str, str]
         out = rundir.store_dir(cfg) / f"eval-{name}-{shared}-{rundir.config_hash(subset)}"
         with rundir.locked(out):
             result = _score(cfg, run_eval, model_path, label, inputs, subset, out, model_cfg)
-        rundir.link(cfg, f"eval/{name}-{shared}", out)
+        rundir.link(cfg, f"eval/{link_as}", out)
         return result
     return _score(cfg, run_eval, model_path, label, inputs, subset, rundir.eval_dir(cfg, name), model_cfg)
 
@@ -151,7 +161,7 @@ def _score(cfg, run_eval, model_path, label, inputs, subset, out, model_cfg) -> 
     started = time.time()
     with rundir.atomic_dir(out, resume=_resume_stamp(subset, inputs)) as tmp:
         samples, info = run_eval(cfg, tmp, model_path, model_cfg, label)
-        engine_seconds = info.pop("engine_seconds")
+        engine_seconds, engine_tokens = info.pop("engine_seconds"), info.pop("engine_tokens", 0)
         overall, rows = score_rows(samples, flag=e.counts)
         _, families = score_rows(samples, group_key="family", flag=e.counts)
         # The eval's own facts first, so that none of them can overwrite a computed score.
@@ -169,7 +179,8 @@ def _score(cfg, run_eval, model_path, label, inputs, subset, out, model_cfg) -> 
                     o, r = score_rows(samples, flag="harmful", field=verdict)
                     scores[verdict] = {"overall": o, "mean_over_conditions": mean_over(r), "conditions": r}
         timing = {"engine_seconds": round(engine_seconds, 2),
-                  "generated_tokens": sum(s["completion_tokens"] for s in samples)}
+                  "generated_tokens": sum(s["completion_tokens"] for s in samples),
+                  "tokens_per_second": round(engine_tokens / engine_seconds, 1) if engine_seconds > 0 else None}
         with (tmp / "samples.jsonl").open("w") as f:
             for s in samples:
                 f.write(json.dumps(s) + "\n")

@@ -216,7 +216,7 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
     e = cfg.eval
     items = load(cfg)
     shards = _shards(items, e.samples_per_scenario, e.shard_size)
-    backend, seconds = None, 0.0
+    backend, seconds, tokens = None, 0.0, 0
     total = sum(count for runs in shards for _, _, count in runs)
     try:
         with progress.track("samples generated", total) as advance:
@@ -245,6 +245,7 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
                                          "policy_ids": list(family.get("policy_ids") or []),
                                          "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens})
                     seconds += time.time() - t0  # the engine call, parsing and classifying its samples
+                    tokens += sum(c.completion_tokens for cs in outs for c in cs)
                 rows.sort(key=lambda r: (r["condition"], r["sample"]))
                 _write(path, rows)
                 advance(len(rows))
@@ -269,9 +270,10 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
             "; ".join(f"{c}: {', '.join(v)}" for c, v in unfilled.items()), highlight=False, soft_wrap=True)
     _write(work / "scenarios.jsonl", [{"condition": s["condition"], "family": s["family"], "axes": s["axes"],
                                        "system": s["system"], "user": s["user"]} for _, s in items])
-    # engine_seconds: generating and classifying in this process (a resumed eval counts only what it made now)
+    # engine_seconds and engine_tokens: generating (and classifying) in this process; a resumed eval
+    # counts only what it made now
     info: Dict[str, Any] = {"scenarios": len(items), "shards": len(shards), "grader": graded or {"enabled": False},
-                            "engine_seconds": seconds}
+                            "engine_seconds": seconds, "engine_tokens": tokens}
     if unfilled:
         info["unfilled_placeholders"] = unfilled
     return samples, info

@@ -87,4 +87,5 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
                 "rubric": e.rubric, "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens,
             })
     judged = judge_layer.resolve(cfg, samples, e.grader.engine.model_path or e.grader.engine.served_model_name or "")
-    return samples, {"prompts": len(items), "grader": judged, "engine_seconds": seconds}
+    return samples, {"prompts": len(items), "grader": judged, "engine_seconds": seconds,
+                     "engine_tokens": sum(s["completion_tokens"] for s in samples)}

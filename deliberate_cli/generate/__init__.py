@@ -4,8 +4,8 @@ Recipe:
 1. the spec, its `{model_name}`/`{provider_name}` filled in;
 2. the prompts: the bundled set, a file or an HF dataset (refused if one overlaps an eval's text), or
    `data.source=generated`: written from the spec (prompt_pool.py) → `data/prompts`;
-3. the AFT data: CoT + answer per prompt with the spec in context, checks, the judge, best-of-k
-   (aft.py) → `data/aft`;
+3. for methods with an sft stage, the AFT data: CoT + answer per prompt with the spec in context,
+   checks, the judge, best-of-k (aft.py) → `data/aft`;
 4. for methods with a midtrain stage, the MSM documents from their hierarchy (msm.py) → `data/msm`.
 Every step writes shards as it goes (shards.py), so a killed run resumes where it died; train reads
 only what the run dir links to.
@@ -27,13 +27,14 @@ def run(cfg) -> Dict[str, Any]:
     summary: Dict[str, Any] = {}
     engines = Engines(cfg)
     try:
-        prompts, prompts_id, contamination = _prompts(cfg, spec, engines, summary)
-        summary["decontamination"] = contamination
-        aft_out = rundir.aft_data_dir(cfg, prompts_id)
-        with rundir.locked(aft_out):
-            summary["aft"] = {"dir": str(aft_out),
-                              **aft.ensure(cfg, spec, prompts, prompts_id, engines, aft_out, contamination)}
-        rundir.link(cfg, "data/aft", aft_out)
+        if "sft" in cfg.method.stages:
+            prompts, prompts_id, contamination = _prompts(cfg, spec, engines, summary)
+            summary["decontamination"] = contamination
+            aft_out = rundir.aft_data_dir(cfg, prompts_id)
+            with rundir.locked(aft_out):
+                summary["aft"] = {"dir": str(aft_out),
+                                  **aft.ensure(cfg, spec, prompts, prompts_id, engines, aft_out, contamination)}
+            rundir.link(cfg, "data/aft", aft_out)
         if "midtrain" in cfg.method.stages:
             summary["msm"] = _msm(cfg, spec, engines)
             rundir.link(cfg, "data/msm", summary["msm"]["dir"])

@@ -66,14 +66,16 @@ def ensure(cfg, spec: Spec, prompts: List[Dict], prompts_id: str, engines: Engin
     rundir.write_parquet(out / "aft.parquet", kept)
     rundir.write_parquet(out / "rejects.parquet", [s for s in samples if s["judge_verdict"] != "keep"])
     total = shards.covered("judged")
+    if call["engine_seconds"] > 0:
+        call["tokens_per_second"] = call["generated_tokens"] / call["engine_seconds"]
     history = (m or {}).get("history", []) + [{k: round(v, 2) if isinstance(v, float) else v for k, v in call.items()}]
     counts = _counts(cfg, samples, kept, total)
     rundir.write_json(out / rundir.MANIFEST, rundir.manifest(
         "generate_aft", key, {}, counts, started, generator=engines.generator_path,
         judge=engines.judge_path() if cfg.judge.enabled else None, history=history, decontamination=contamination))
     here = _counts(cfg, *_read_store(out, n), n) if total > n else counts
-    return {"cached": False, **here, **{k: history[-1][k] for k in ("engine_seconds", "generated_tokens",
-                                                                     "resumed_shards")}}
+    return {"cached": False, **here, **{k: history[-1].get(k) for k in ("engine_seconds", "generated_tokens",
+                                                                         "tokens_per_second", "resumed_shards")}}
 
 
 def _read_store(out: Path, n: int) -> Tuple[List[Dict], List[Dict]]:
