@@ -31,6 +31,36 @@ def recipes_dir() -> Path:
     return _find("recipes")
 
 
+def _max(*values) -> int:
+    return max(int(v) for v in values)
+
+
+def _product(*values) -> int:
+    out = 1
+    for v in values:
+        out *= int(v)
+    return out
+
+
+# Resolvers conf/ uses: resources.gpus is the most GPUs any stage takes (${dacli_max:...}), and the
+# SLURM launcher's CPUs are resources.gpus x resources.cpus_per_gpu (${dacli_mul:...}).
+RESOLVERS = {"dacli_max": _max, "dacli_mul": _product}
+
+
+def register_resolvers() -> None:
+    """Needed wherever a config is composed and resolved: in this process, and in a launcher's worker,
+    which imports this module to run the task. The run dir's config.yaml is written resolved, so the
+    stage processes do not need them."""
+    from omegaconf import OmegaConf
+
+    for name, fn in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+register_resolvers()
+
+
 def group_options(group: str) -> List[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
 

@@ -287,6 +287,6 @@ def test_a_sweep_over_counts_writes_the_generated_pool_once_at_its_largest():
 
     assert _pool_for_sweep(["data=generated", "data.n_samples=3,9", "method=aft_cot,aft_nocot"], None) == \
         ["data.generated.pool=9"]
-    assert _pool_for_sweep(["method=aft_cot,msm_aft"], "msm_paper") == ["data.generated.pool=4000"]  # the recipe's sweep
+    assert _pool_for_sweep(["method=aft_cot,msm_aft"], "msm_paper") == ["data.generated.pool=80000"]  # the recipe's sweep
     assert _pool_for_sweep(["data.n_samples=3,9"], None) == []  # bundled prompts: no pool
     assert _pool_for_sweep(["data=generated", "data.n_samples=3,9", "data.generated.pool=50"], None) == []

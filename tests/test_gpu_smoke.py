@@ -1,0 +1,55 @@
+"""recipes/gpu_smoke.yaml end to end on a real GPU: `dacli run -m recipe=gpu_smoke` through the CLI
+(vLLM generate and judge, LoRA training, adapter eval, report) for every method × count.
+
+Needs a CUDA GPU, the `gpu` install and hub access for Qwen2.5-0.5B-Instruct; deselected by default
+(`-m gpu` selects it) and skipped without CUDA. Run: `pytest -m gpu tests/test_gpu_smoke.py -s`.
+The wall time is printed and kept as the test's `wall_seconds` property (`--junitxml` records it);
+nothing asserts on it: the recipe's 15-minute target has not been measured yet.
+"""
+import time
+
+import pytest
+
+from conftest import dacli, read_json
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+def test_gpu_smoke_runs_every_method_and_count(tmp_path, record_property):
+    from deliberate_cli.compose import _sweep_values
+
+    methods = _sweep_values("method", [], "gpu_smoke")
+    counts = [int(n) for n in _sweep_values("data.n_samples", [], "gpu_smoke")]
+    assert len(methods) == 5 and len(counts) >= 2
+
+    root = tmp_path / "runs"
+    started = time.time()
+    proc = dacli("run", "-m", "recipe=gpu_smoke", f"run.root={root}", cwd=tmp_path, check=False, timeout=3 * 3600)
+    wall = round(time.time() - started, 1)
+    record_property("wall_seconds", wall)
+    print(f"\ngpu_smoke: `dacli run -m recipe=gpu_smoke` took {wall} s ({wall / 60:.1f} min) "
+          f"for {len(methods)} methods x {len(counts)} counts")
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+
+    sweep = root / "sweeps" / "gpu_smoke"
+    dacli("report", str(sweep), cwd=tmp_path)
+    report = read_json(sweep / "report.json")
+    assert not report["failed"] and not report["missing"], (report["failed"], report["missing"])
+    am = {(r["method"], r["n_samples"]): r for r in report["rows"] if r["eval"] == "am"}
+    for method in methods:
+        for n in counts:
+            row = am.get((method, n))
+            assert row is not None, f"no AM row for {method} n={n}"
+            assert row["n"] > 0 and 0.0 <= row["rate"] <= 1.0, row
+    assert any(m == "baseline" for m, _ in am), "no baseline row"
+    md = (sweep / "report.md").read_text()
+    for method in methods:
+        assert f"| {method} |" in md
