@@ -86,17 +86,20 @@ def report(directory: Path = typer.Argument(..., help="A run dir or a sweep dir.
 
 @app.command()
 def config(overrides: Optional[List[str]] = _OVERRIDES) -> None:
-    """Print the composed config (after overrides and recipe) without running anything."""
+    """Print the composed config (after overrides and recipe) without running anything, after the checks
+    that need no network: settings, the spec file, local model paths and prompt files."""
     from omegaconf import OmegaConf
     from rich.console import Console
     from rich.syntax import Syntax
 
     from .compose import load, split_recipe
     from .config import validate
+    from .preflight import check
 
     recipe, rest = split_recipe(list(overrides or []))
     cfg = load(rest, recipe)
     validate(cfg)
+    check(cfg)
     Console().print(Syntax(OmegaConf.to_yaml(cfg), "yaml", background_color="default"))
 
 

@@ -87,15 +87,91 @@ def _gpu() -> bool:
 def resolve(model_cfg) -> str:
     """A path or hub id that transformers and vLLM both load."""
     if model_cfg.name_or_path:
-        local = Path(model_cfg.name_or_path).expanduser()
-        if local.exists():
-            if not is_model_dir(local):
-                raise DacliError(f"{local} is not a model directory (no config.json with weights)")
-            return str(local)
-        return model_cfg.name_or_path
+        return locate(model_cfg.name_or_path, "model.name_or_path")
     if model_cfg.gguf_package and model_cfg.gguf_file:
         return str(convert_gguf(model_cfg.gguf_package, model_cfg.gguf_file))
     raise DacliError(f"model '{model_cfg.name}' sets neither name_or_path nor gguf_package + gguf_file")
+
+
+WHAT_WORKS = ("a model is a local directory with config.json and weights, a hub id with access to the hub, "
+              "a hub id already in the hub cache with HF_HUB_OFFLINE=1, or the embedded model=smollm2_135m")
+
+
+def looks_local(value: str) -> bool:
+    """A value meant as a directory: an absolute, home or dot path, one that exists, or more than org/name."""
+    return value.startswith(("/", "~", ".")) or Path(value).expanduser().exists() or value.count("/") > 1
+
+
+def locate(value: str, key: str, network: bool = True) -> str:
+    """The model a config value names, checked before any engine starts, or one clear error naming
+    the key: a local model directory, or a hub id that is in the hub cache or on a hub this machine
+    reaches (gated or private models: log in). network=False checks only what needs no network."""
+    if looks_local(value):
+        path = Path(value).expanduser()
+        if not path.exists():
+            raise DacliError(f"{key}={value}: no such directory; {WHAT_WORKS}")
+        if not is_model_dir(path):
+            raise DacliError(f"{key}={value} is not a model directory (no config.json with *.safetensors or *.bin "
+                             f"weights, nor a LoRA adapter); {WHAT_WORKS}")
+        return str(path)
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(value)
+    except HFValidationError:
+        raise DacliError(f"{key}={value} is neither a local directory nor a hub id (like Qwen/Qwen3-32B); "
+                         f"{WHAT_WORKS}") from None
+    if not network or _in_hub_cache(value):
+        return value
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        raise DacliError(f"{key}={value} is not in the hub cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE=1 "
+                         f"forbids fetching it; {WHAT_WORKS}")
+    _check_on_hub(value, key, constants.ENDPOINT)
+    return value
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Its config and weights (one file, or a sharded index) are in the hub cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = lambda name: isinstance(try_to_load_from_cache(repo_id, name), str)  # noqa: E731
+    return cached("config.json") and (cached("model.safetensors") or cached("model.safetensors.index.json"))
+
+
+def _check_on_hub(repo_id: str, key: str, endpoint: str) -> None:
+    """Whether the hub has it and lets us in, asked once with a short timeout (the download itself
+    would retry for half a minute before failing with a traceback)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import model_info
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    url = urlparse(endpoint)
+    proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
+    if not proxied:  # a direct probe fails in milliseconds where DNS or the route is missing
+        try:
+            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=5).close()
+        except OSError as e:
+            raise DacliError(f"{key}={repo_id}: cannot reach the hub at {endpoint} to fetch it "
+                             f"({e.strerror or type(e).__name__}); {WHAT_WORKS}") from None
+    try:
+        model_info(repo_id, timeout=15)
+    except GatedRepoError:
+        raise DacliError(f"{key}={repo_id} is a gated model: accept its terms on {endpoint}/{repo_id} and log in "
+                         f"(`hf auth login`, or HF_TOKEN)") from None
+    except RepositoryNotFoundError:
+        raise DacliError(f"{key}={repo_id}: no such model on {endpoint} (or it is private: log in with "
+                         f"`hf auth login` or HF_TOKEN); check the spelling") from None
+    except (HfHubHTTPError, OSError) as e:
+        raise DacliError(f"{key}={repo_id}: the hub at {endpoint} did not answer "
+                         f"({str(e).splitlines()[0] if str(e) else type(e).__name__}); {WHAT_WORKS}") from None
+    except Exception as e:  # the HTTP client's own errors (timeouts, refused connections)
+        raise DacliError(f"{key}={repo_id}: cannot reach the hub at {endpoint} ({type(e).__name__}); "
+                         f"{WHAT_WORKS}") from None
 
 
 def convert_gguf(package: str, filename: str) -> Path:

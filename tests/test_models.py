@@ -43,4 +43,5 @@ def test_model_sources_that_cannot_work_are_user_errors(tmp_path):
         resolve(_model(gguf_package="no_such_pkg_xyz", gguf_file="x.gguf"))
     with pytest.raises(DacliError, match="neither name_or_path"):
         resolve(_model())
-    assert resolve(_model(name_or_path="Qwen/Qwen3-0.6B")) == "Qwen/Qwen3-0.6B"  # hub ids pass through
+    with pytest.raises(DacliError, match="no such directory"):
+        resolve(_model(name_or_path=str(tmp_path / "missing")))

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from .. import rundir
 from ..config import RUNTIME_KNOBS
 from ..errors import DacliError
-from ..models import is_model_dir, resolve
+from ..models import is_model_dir, locate, resolve
 from .scoring import citation, mean_over, score_rows
 
 RUNNERS = {"am": "deliberate_cli.evals.am:run", "prompted": "deliberate_cli.evals.prompted:run"}
@@ -27,6 +27,7 @@ RUNNERS = {"am": "deliberate_cli.evals.am:run", "prompted": "deliberate_cli.eval
 
 def pick_model(cfg) -> Tuple[str, str, Dict[str, Dict[str, str]]]:
     """(model path, label, inputs) for eval.checkpoint: auto | base | a path (eval.engine.model_path wins)."""
+    _check_grader(cfg)
     choice = cfg.eval.engine.model_path or cfg.eval.checkpoint
     if choice == "base":
         return resolve(cfg.model), "base", {}
@@ -36,10 +37,19 @@ def pick_model(cfg) -> Tuple[str, str, Dict[str, Dict[str, str]]]:
             raise DacliError(f"no trained checkpoint at {out}; run `dacli train` with the same overrides first, "
                              f"or pass eval.checkpoint=base")
         return str(out), f"{cfg.method.name}", {"checkpoint": rundir.input_ref(out)}
-    path = Path(choice).expanduser()
-    if not is_model_dir(path):
-        raise DacliError(f"{path} is not a model directory (no config.json with weights)")
+    key = "eval.engine.model_path" if cfg.eval.engine.model_path else "eval.checkpoint"
+    located = locate(choice, key)
+    if not Path(located).is_dir():  # a hub id: its revision stands for it
+        return located, located, {"checkpoint": {"hub_id": located}}
+    path = Path(located)
     return str(path), str(path), {"checkpoint": _identity(path)}
+
+
+def _check_grader(cfg) -> None:
+    """A local grader model that cannot be found fails before the eval's first sample, not after."""
+    g = cfg.eval.grader
+    if g.enabled and g.engine.model_path and g.engine.backend != "openai":
+        locate(g.engine.model_path, "eval.grader.engine.model_path")
 
 
 def _identity(path: Path) -> Dict[str, str]:
@@ -86,6 +96,7 @@ def run_baseline(cfg) -> Dict[str, Any]:
     run dir as eval/<name>-baseline, so a sweep has one baseline row (eval.baseline=false skips it)."""
     if not cfg.eval.baseline or cfg.eval.runner == "grader_check":
         return {"skipped": True, "dir": ""}
+    _check_grader(cfg)
     return _evaluate(cfg, resolve(cfg.model), "base", {}, "baseline", link_as=f"{cfg.eval.name}-baseline")
 
 

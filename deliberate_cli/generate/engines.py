@@ -1,7 +1,12 @@
 """The generator's and the judge's engines, loaded on first use only; one engine when they are the same
 model on the same backend (a 135M model on a laptop never holds two copies)."""
 from ..backends import Backend, open_backend
-from ..models import resolve
+from ..models import locate, resolve
+
+
+def model_of(engine, key: str) -> str:
+    """engine.model_path, checked (models.locate) unless an OpenAI-compatible server serves it by name."""
+    return engine.model_path if engine.backend == "openai" else locate(engine.model_path, key)
 
 
 class Engines:
@@ -9,7 +14,10 @@ class Engines:
 
     def __init__(self, cfg):
         self.cfg, self.current, self.key = cfg, None, None
-        self.generator_path = cfg.generator.model_path or resolve(cfg.model)
+        g, j = cfg.generator, cfg.judge
+        self.generator_path = model_of(g, "generator.model_path") if g.model_path else resolve(cfg.model)
+        if j.enabled and j.model_path:  # before any engine starts, like the generator's
+            model_of(j, "judge.model_path")
 
     def _get(self, engine, path: str) -> Backend:
         key = (engine.backend, path, engine.base_url)
