@@ -33,6 +33,8 @@ def test_two_processes_write_one_checkpoint_like_one_process(tiny_model, tmp_pat
     assert (m2["counts"]["processes"], m2["counts"]["steps"]) == (2, 2)
     assert m2["counts"]["examples"] == 8 and m2["counts"]["tokens_per_second"] > 0
     assert m2["config"]["train"]["num_processes"] == 2 and "num_processes" not in m1["config"]["train"]
+    # peak memory of the stage with its ranks (each loads torch and the model), no GPU here
+    assert m2["usage"]["cpu_rss_gb"] > m1["usage"]["cpu_rss_gb"] > 0.1 and m2["usage"]["gpu_gb"] is None
     from transformers import AutoModelForCausalLM
 
     AutoModelForCausalLM.from_pretrained(ddp)  # a whole model, loadable
