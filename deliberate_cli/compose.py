@@ -42,9 +42,16 @@ def _product(*values) -> int:
     return out
 
 
-# Resolvers conf/ uses: resources.gpus is the most GPUs any stage takes (${dacli_max:...}), and the
-# SLURM launcher's CPUs are resources.gpus x resources.cpus_per_gpu (${dacli_mul:...}).
-RESOLVERS = {"dacli_max": _max, "dacli_mul": _product}
+# Resolvers conf/ uses: resources.gpus is the most GPUs any stage takes (${dacli_max:...}), the
+# SLURM launcher's CPUs are resources.gpus x resources.cpus_per_gpu (${dacli_mul:...}), and run and
+# sweep-job names end in the overrides that make them differ (${dacli_variant:...}, naming.py).
+def _variant(*covered) -> str:
+    from .naming import resolver
+
+    return resolver(*covered)
+
+
+RESOLVERS = {"dacli_max": _max, "dacli_mul": _product, "dacli_variant": _variant}
 
 
 def register_resolvers() -> None:

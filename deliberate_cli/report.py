@@ -2,14 +2,15 @@
 
 Reads only run configs and scores.json files, so it works on a single run, a whole sweep, or a
 sweep that is still running (runs without scores are listed as missing, failed runs with their error).
-A sweep over several models gets one set of tables, each with its model's baseline, and one plot
-panel per model.
+A sweep over several models, or over anything else that changes what a run computes (a spec, a
+learning rate: the overrides that name its dir, naming.py), gets one set of tables and one plot panel
+per model and variant, each with its model's baseline.
 """
 import json
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from . import rundir
 from .errors import DacliError
@@ -28,7 +29,7 @@ def collect(root: Path) -> Dict[str, Any]:
     for run in _runs(root):
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         sft = (rundir.read_manifest(run / "checkpoints" / "sft") or {}).get("counts", {})
-        key = {"run": str(run.relative_to(root)) or ".", "model": cfg["model"]["name"],
+        key = {"run": str(run.relative_to(root)) or ".", "model": cfg["model"]["name"], "variant": _variant(run),
                "method": cfg["method"]["name"], "n_samples": cfg["data"]["n_samples"],
                "stages": cfg["method"].get("stages"),
                # what the model actually trained on: the alignment examples that passed (and were selected)
@@ -79,18 +80,41 @@ def _table(rows: List[Dict[str, Any]], counts: List[int], cell) -> List[str]:
             for m in sorted(table, key=lambda m: (m != "baseline", m))] + [""]
 
 
-def _models(rows: List[Dict[str, Any]]) -> List[str]:
-    return sorted({r["model"] for r in rows})
+def _variant(run: Path) -> str:
+    """The overrides that set this run apart beyond model, method and count (naming.py), from the
+    overrides Hydra recorded for it: what a sweep over a spec, a learning rate... varies."""
+    import yaml
+
+    from .naming import variant
+
+    recorded = run / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(recorded.read_text()) if recorded.is_file() else []
+    return " ".join(variant(overrides or []))
+
+
+def _groups(rows: List[Dict[str, Any]]) -> List[Tuple[str, str]]:
+    """(model, variant) of every trained run, in order; a group's baseline is its model's."""
+    return sorted({(r["model"], r.get("variant", "")) for r in rows if r["method"] != "baseline"}
+                  or {(r["model"], "") for r in rows})
+
+
+def _in_group(rows: List[Dict[str, Any]], group: Tuple[str, str]) -> List[Dict[str, Any]]:
+    model, variant = group
+    return [r for r in rows if r["model"] == model and (r["method"] == "baseline" or r.get("variant", "") == variant)]
+
+
+def _title(group: Tuple[str, str]) -> str:
+    return f"model: {group[0]}" + (f", {group[1]}" if group[1] else "")
 
 
 def markdown(data: Dict[str, Any]) -> str:
     """One set of tables per eval; when the runs hold several models (a sweep over model), one such set
     per model under its own heading, each with its own baseline."""
     lines = ["# dacli report", ""]
-    models = _models(data["rows"])
-    if len(models) > 1:
-        for model in models:
-            lines += [f"## model: {model}", ""] + _sections([r for r in data["rows"] if r["model"] == model], "###")
+    groups = _groups(data["rows"])
+    if len(groups) > 1:
+        for group in groups:
+            lines += [f"## {_title(group)}", ""] + _sections(_in_group(data["rows"], group), "###")
     else:
         lines += _sections(data["rows"], "##")
     if data["missing"]:
@@ -144,13 +168,13 @@ def plot(data: Dict[str, Any], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     axis = _x_axis(rows)
-    models = _models(rows)
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4), squeeze=False, sharey=True)
-    for ax, model in zip(axes[0], models):
-        _panel(ax, [r for r in rows if r["model"] == model], axis)
-        if len(models) > 1:
-            ax.set_title(model)
-    if len(models) > 1:
+    groups = _groups(rows)
+    fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4), squeeze=False, sharey=True)
+    for ax, group in zip(axes[0], groups):
+        _panel(ax, _in_group(rows, group), axis)
+        if len(groups) > 1:
+            ax.set_title(_title(group), fontsize=9)
+    if len(groups) > 1:
         fig.suptitle(f"Agentic Misalignment rate, eval {chosen} (95% Wilson interval)")
     else:
         axes[0][0].set_title(f"Agentic Misalignment rate, eval {chosen} (95% Wilson interval)")

@@ -59,6 +59,9 @@ def tiny_overrides(model: Path, root: Path, *extra: str) -> list:
         "data.generated.max_tokens=32", "data.generated.shard_size=4",
         "train.epochs=1", "train.batch_size=4",
         "eval.samples_per_scenario=2", "eval.max_tokens=24", "eval.engine.backend=transformers",
+        # The short names the tests look for: every override above would otherwise name the run
+        # (naming.py; tests/test_naming.py checks the names themselves).
+        "run.name=${model.name}-${method.name}-n${data.n_samples}", "hydra.sweep.subdir=${method.name}-n${data.n_samples}",
         *extra,
     ]
 

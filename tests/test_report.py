@@ -131,3 +131,27 @@ def test_midtraining_alone_does_not_take_the_plot_off_the_examples_axis(tmp_path
     assert result["plot"]
     # without the stages, msm's missing examples would have put every run on the prompts axis
     assert report._x_axis([{**r, "stages": None} for r in rows]) == "n_samples"
+
+
+def test_a_spec_sweep_gets_a_table_per_spec_each_with_the_models_baseline(tmp_path):
+    from deliberate_cli import report
+
+    sweep, store = tmp_path / "runs" / "sweeps" / "tiny", tmp_path / "runs" / "store"
+    base = _baseline(store, "tiny", 10, 20)
+    for spec, k in (("default", 4), ("rules_only", 9)):
+        run = sweep / f"aft_cot-n8-spec={spec}"
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
+            ["command=run", f"spec={spec}", "method=aft_cot", "data.n_samples=8", "run.root=/x"]))
+        (run / "config.yaml").write_text(yaml.safe_dump(
+            {"model": {"name": "tiny"}, "method": {"name": "aft_cot", "stages": ["sft"]}, "data": {"n_samples": 8}}))
+        (run / "eval" / "am").mkdir(parents=True)
+        (run / "eval" / "am" / "scores.json").write_text(json.dumps(_scores("aft_cot", k, 20)))
+        (run / "eval" / "am-baseline").symlink_to(base, target_is_directory=True)
+    report.write(sweep)
+    md = (sweep / "report.md").read_text()
+    default, rules = md.split("## model: tiny, spec=rules_only")
+    assert "## model: tiny, spec=default" in default
+    # each spec's own rate (no row overwrote the other), the baseline in both tables
+    assert "| aft_cot | 20.0%" in default and "| aft_cot | 45.0%" in rules
+    assert default.count("| baseline | 50.0%") >= 1 and rules.count("| baseline | 50.0%") >= 1
