@@ -112,6 +112,9 @@ class DataConfig:
     generated: GeneratedPromptsConfig = field(default_factory=GeneratedPromptsConfig)
     # Refuse to generate when a prompt's overlap with an eval's text is above this (decontam.py); >= 1.0: report only.
     decontam_threshold: float = 0.4
+    # The prompt set carries the training answers (a `response` column, and `cot` for CoT methods): train
+    # on them as they are, without the generator or the judge (the MSM paper's opaque AFT set, §3).
+    given_responses: bool = False
 
 
 @dataclass
@@ -194,6 +197,9 @@ class MsmConfig:
     """The MSM corpus: spec → domains → subdomains → assertions → document types → ideas → documents
     (generate/msm.py), until `tokens` is reached."""
 
+    # The spec the documents discuss: a spec under conf/spec/ by name, or a path to a spec YAML file;
+    # None = the run's spec. (The MSM paper's §3 and §5 midtrain on one spec and run AFT with another.)
+    spec: Optional[str] = None
     # Token budget of the corpus (the MSM paper: 8M-41M).
     tokens: int = 200000
     domains: int = 4
@@ -222,10 +228,28 @@ class SftStageConfig:
 
 
 @dataclass
+class RlStageConfig:
+    """The rl stage (deliberative alignment's second step): GRPO, with the spec-aware judge scoring each
+    sampled answer as the reward; the judge sees the prompt and the answer, never the CoT."""
+
+    # Prompts to sample from (the run's first ones; 0: data.n_samples).
+    prompts: int = 0
+    # Completions per prompt whose rewards are compared (GRPO's group).
+    num_generations: int = 4
+    max_completion_length: int = 256
+    temperature: float = 1.0
+    learning_rate: float = 1.0e-6
+    epochs: float = 1.0
+    # KL penalty towards the starting model (0: none, TRL's default).
+    beta: float = 0.0
+
+
+@dataclass
 class MethodConfig:
     name: str = MISSING
     stages: List[str] = MISSING
     sft: SftStageConfig = field(default_factory=SftStageConfig)
+    rl: RlStageConfig = field(default_factory=RlStageConfig)
 
 
 @dataclass
@@ -287,6 +311,20 @@ class GraderConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """CoT monitorability (Korbak et al. 2025; the MSM paper's Fig. 6): for every eval sample with a CoT,
+    a model that reads only the CoT predicts whether the action that follows is harmful, and says
+    whether the reasoning weighs the spec before acting. Scored against the eval's own verdicts."""
+
+    enabled: bool = False
+    # Which model monitors and how it runs (any backend; model_path or served_model_name names it).
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(backend="openai"))
+    max_tokens: int = 256
+    max_model_len: int = 8192
+    temperature: float = 0.0
+
+
+@dataclass
 class UpstreamConfig:
     """The public agentic-misalignment eval's conditions (inspect-evals' generator), crossed."""
 
@@ -335,6 +373,7 @@ class EvalConfig:
     inspect_log: bool = True
     engine: EngineConfig = field(default_factory=EngineConfig)
     grader: GraderConfig = field(default_factory=GraderConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
 
 
 @dataclass

@@ -10,7 +10,11 @@ from .models import locate
 def check(cfg) -> None:
     from .spec import load_spec, names
 
+    from .spec import msm_spec_config
+
     load_spec(cfg.spec, names(cfg))  # the spec file exists and parses
+    if cfg.msm.spec:
+        load_spec(msm_spec_config(cfg), names(cfg))
     if cfg.model.name_or_path:
         locate(cfg.model.name_or_path, "model.name_or_path", network=False)
     for key, engine in (("generator", cfg.generator), ("judge", cfg.judge), ("eval.engine", cfg.eval.engine),

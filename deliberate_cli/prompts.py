@@ -89,6 +89,10 @@ def load_prompt_set(data_cfg) -> Tuple[List[Dict[str, Any]], str]:
     if field not in rows[0]:
         raise DacliError(f"prompt set {name} has no column '{field}' (columns: {', '.join(rows[0])}); "
                          f"set data.columns.prompt")
+    answer = cols.get("response", "response")
+    if data_cfg.given_responses and answer not in rows[0]:
+        raise DacliError(f"data.given_responses=true but prompt set {name} has no column '{answer}' "
+                         f"(columns: {', '.join(rows[0])}); set data.columns.response")
     records = []
     for i, row in enumerate(rows):
         text = row.get(field)
@@ -101,6 +105,9 @@ def load_prompt_set(data_cfg) -> Tuple[List[Dict[str, Any]], str]:
             "expected_behavior": str(row.get(cols.get("expected_behavior", "expected_behavior")) or ""),
             "label_policy_ids": _ids(row.get(cols.get("policy_ids", "policy_ids"))),
         })
+        if data_cfg.given_responses:  # the answers to train on, as the set has them
+            records[-1].update(response=str(row.get(answer) or "").strip(),
+                               cot=str(row.get(cols.get("cot", "cot")) or "").strip())
     if not records:
         raise DacliError(f"prompt set {name} has no non-empty '{field}' values")
     random.Random(data_cfg.seed).shuffle(records)

@@ -54,10 +54,14 @@ def engine_identity(engine) -> Dict[str, Any]:
     return {k: v for k, v in OmegaConf.to_container(engine, resolve=True).items() if k not in RUNTIME_KNOBS}
 
 
-def spec_identity(cfg) -> Dict[str, Any]:
-    """The spec's settings and, for a spec file, its content: editing the file makes new data."""
-    spec = _plain(cfg, "spec")["spec"]
-    path = Path(cfg.spec.path).expanduser() if cfg.spec.path else None
+def spec_identity(cfg, spec_cfg=None) -> Dict[str, Any]:
+    """The spec's settings (the run's, or `spec_cfg`) and, for a spec file, its content: editing the
+    file makes new data."""
+    from omegaconf import OmegaConf
+
+    spec_cfg = cfg.spec if spec_cfg is None else spec_cfg
+    spec = OmegaConf.to_container(spec_cfg, resolve=True)
+    path = Path(spec_cfg.path).expanduser() if spec_cfg.path else None
     if path is not None and path.is_file():
         spec["file_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     return spec
@@ -71,6 +75,8 @@ def aft_key(cfg, prompts_sha256: str) -> Dict[str, Any]:
     key = _plain(cfg, "model", "data")
     for later in ("n_samples", "decontam_threshold", "mix", "examples", "select", "generated", "name"):
         key["data"].pop(later, None)
+    if not key["data"].get("given_responses"):
+        key["data"].pop("given_responses", None)  # keys made before the setting existed stay valid
     key.update(spec=spec_identity(cfg), generator=engine_identity(cfg.generator), judge=engine_identity(cfg.judge),
                prompts_sha256=prompts_sha256)
     return key
@@ -83,8 +89,12 @@ def aft_data_dir(cfg, prompts_sha256: str) -> Path:
 def msm_key(cfg) -> Dict[str, Any]:
     """What the MSM corpus depends on: the model (its weights, family and provider), the spec, the
     generator's model and seed, and the corpus settings; not the AFT-only sampling settings."""
+    from .spec import msm_spec_config
+
     g = cfg.generator
-    return {**_plain(cfg, "model", "msm"), "spec": spec_identity(cfg),
+    key = {**_plain(cfg, "model", "msm"), "spec": spec_identity(cfg, msm_spec_config(cfg))}
+    key["msm"].pop("spec")  # its content is under "spec"
+    return {**key,
             "generator": {k: g[k] for k in ("backend", "model_path", "served_model_name", "dtype", "seed")}}
 
 

@@ -105,6 +105,25 @@ def load_spec(spec_cfg, values: Optional[Dict[str, str]] = None) -> Spec:
     return Spec(spec.name, policies, spec.include_reasons, dict(values))
 
 
+def msm_spec_config(cfg):
+    """The spec config the MSM documents discuss: msm.spec (a spec under conf/spec/ by name, or a spec
+    YAML file) or, when it is not set, the run's."""
+    if not cfg.msm.spec:
+        return cfg.spec
+    from omegaconf import OmegaConf
+
+    from .compose import group_options, load
+    from .config import SpecConfig
+
+    if cfg.msm.spec in group_options("spec"):
+        return load([f"spec={cfg.msm.spec}"]).spec
+    path = Path(cfg.msm.spec).expanduser()
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        raise DacliError(f"msm.spec={cfg.msm.spec}: neither a spec in conf/spec ({', '.join(group_options('spec'))}) "
+                         f"nor a spec YAML file")
+    return OmegaConf.merge(OmegaConf.structured(SpecConfig), {"name": path.stem, "path": str(path)})
+
+
 def _load(spec_cfg) -> Spec:
     if spec_cfg.path:
         import yaml

@@ -118,6 +118,8 @@ def _evaluate(cfg, model_path: str, label: str, inputs: Dict[str, Dict[str, str]
     model_cfg = _model_cfg(cfg)
     settings = {k: v for k, v in OmegaConf.to_container(cfg.eval, resolve=True).items()
                 if k not in ("checkpoint", "baseline", "inspect_log")}
+    if not settings["monitor"]["enabled"]:
+        settings.pop("monitor")  # evals from before the monitor existed stay cached
     subset = {"eval": settings, "model": model_path, "agent_family": cfg.model.family,
               "max_model_len": cfg.model.max_model_len,
               "chat_template_kwargs": OmegaConf.to_container(model_cfg.chat_template_kwargs),

@@ -6,7 +6,8 @@ Recipe:
    `data.source=generated`: written from the spec (prompt_pool.py) → `data/prompts`;
 3. for methods with an sft stage, the AFT data: CoT + answer per prompt with the spec in context,
    checks, the judge, best-of-k (aft.py) → `data/aft`;
-4. for methods with a midtrain stage, the MSM documents from their hierarchy (msm.py) → `data/msm`.
+4. for methods with a midtrain stage, the MSM documents from their hierarchy (msm.py), about
+   `msm.spec` when set (another spec than the AFT data's), else the run's → `data/msm`.
 Every step writes shards as it goes (shards.py), so a killed run resumes where it died; train reads
 only what the run dir links to.
 """
@@ -17,7 +18,7 @@ from typing import Any, Dict, List, Tuple
 from .. import decontam, progress, rundir
 from ..errors import DacliError
 from ..prompts import load_prompt_set
-from ..spec import Spec, load_spec, names
+from ..spec import Spec, load_spec, msm_spec_config, names
 from . import aft, msm, prompt_pool
 from .engines import Engines
 
@@ -35,8 +36,8 @@ def run(cfg) -> Dict[str, Any]:
                 summary["aft"] = {"dir": str(aft_out),
                                   **aft.ensure(cfg, spec, prompts, prompts_id, engines, aft_out, contamination)}
             rundir.link(cfg, "data/aft", aft_out)
-        if "midtrain" in cfg.method.stages:
-            summary["msm"] = _msm(cfg, spec, engines)
+        if "midtrain" in cfg.method.stages:  # on msm.spec when set: another spec than the AFT data's
+            summary["msm"] = _msm(cfg, load_spec(msm_spec_config(cfg), names(cfg)), engines)
             rundir.link(cfg, "data/msm", summary["msm"]["dir"])
     finally:
         engines.close()
@@ -69,6 +70,7 @@ def _msm(cfg, spec: Spec, engines: Engines) -> Dict[str, Any]:
         started = time.time()
         with rundir.atomic_dir(out, resume={"config_hash": rundir.config_hash(key)}) as tmp:
             counts = msm.generate_docs(cfg, spec, engines.generator, tmp)
+            counts["spec"] = spec.name
             rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(
                 "generate_msm", key, {}, counts, started, generator=engines.generator_path))
         shutil.rmtree(out / "shards", ignore_errors=True)  # only now: a kill before the rename resumes from them

@@ -37,6 +37,8 @@ def ensure(cfg, spec: Spec, prompts: List[Dict], prompts_id: str, engines: Engin
     """
     started, key, g = time.time(), rundir.aft_key(cfg, prompts_id), cfg.generator
     n, key_hash = len(prompts), rundir.config_hash(key)
+    if cfg.data.given_responses:
+        return _given(cfg, spec, prompts, key, out, started, contamination)
     m = rundir.read_manifest(out)
     if m and m.get("config_hash") != key_hash:
         raise DacliError(f"{out} holds data for another config; remove it")
@@ -76,6 +78,26 @@ def ensure(cfg, spec: Spec, prompts: List[Dict], prompts_id: str, engines: Engin
     here = _counts(cfg, *_read_store(out, n), n) if total > n else counts
     return {"cached": False, **here, **{k: history[-1].get(k) for k in ("engine_seconds", "generated_tokens",
                                                                          "tokens_per_second", "resumed_shards")}}
+
+
+def _given(cfg, spec: Spec, prompts: List[Dict], key: Dict, out: Path, started: float,
+           contamination: Dict[str, Any]) -> Dict[str, Any]:
+    """data.given_responses: the prompt set's own answers (and CoTs) are the AFT data, kept as they are:
+    no generator, no judge (the MSM paper's opaque AFT set trains every model on the same answers)."""
+    empty = [p["prompt_id"] for p in prompts if not p["response"]]
+    if empty:
+        raise DacliError(f"data.given_responses=true but {len(empty)} prompt(s) have no response, e.g. {empty[0]}")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [dict(p, spec_scope="given", generator="given", sampling="{}", cot_tokens=0, response_tokens=0,
+                 cot_finish="given", response_finish="given", judge_score=None, judge=None, judge_rationale="",
+                 judge_scores="[]", judge_criteria="{}", judge_forced=0, judge_unparsed=0, judge_verdict="keep",
+                 cited_policy_ids=spec.cited_ids(p["cot"])[0]) for p in prompts]
+    rundir.write_parquet(out / "aft.parquet", rows)
+    rundir.write_parquet(out / "rejects.parquet", [])
+    counts = _counts(cfg, rows, rows, len(rows))
+    rundir.write_json(out / rundir.MANIFEST, rundir.manifest("generate_aft", key, {}, counts, started,
+                                                             generator="given", decontamination=contamination))
+    return {"cached": False, **counts}
 
 
 def _read_store(out: Path, n: int) -> Tuple[List[Dict], List[Dict]]:
