@@ -75,18 +75,25 @@ def parse_judgement(text: str, criteria: List[str]) -> Optional[Dict]:
     return {"score": min(per.values()) if criteria else overall, "criteria": per, "rationale": rationale[:2000]}
 
 
-def judgements(spec: Spec, records: List[Dict], judge: Backend, j, can_continue: bool, seed_offset: int = 0
-               ) -> List[Dict]:
-    """The judge's verdict per record: it sees the spec, the prompt, the CoT and the answer, writes a
-    rationale and its score(s), j.k times; the lowest score counts (its rationale is kept). An answer
-    with no score is asked once more, on local engines, by continuing it after `Score:` (counted as
-    forced); hosted APIs get no prefill at all. Returns {score or None, scores, criteria, rationale,
-    unparsed, forced} per record."""
+def conversations(spec: Spec, records: List[Dict], criteria: List[str], show_cot: bool = True) -> List[List[Dict]]:
+    """What the judge is shown per record: the spec and rubric, the request, the CoT (unless not
+    `show_cot`) and the answer."""
+    system = judge_system_prompt(spec, criteria, show_cot)
+    reasoning = (lambda r: f"\n\nReasoning:\n{r['cot']}") if show_cot else (lambda r: "")
+    return [[{"role": "system", "content": system},
+             {"role": "user", "content": f"Request:\n{r['prompt']}{reasoning(r)}\n\nAnswer:\n{r['response']}"}]
+            for r in records]
+
+
+def judgements(spec: Spec, records: List[Dict], judge: Backend, j, can_continue: bool, seed_offset: int = 0,
+               show_cot: bool = True) -> List[Dict]:
+    """The judge's verdict per record: it sees the spec, the prompt, the CoT (unless not `show_cot`: the
+    RL reward, where the CoT must stay unoptimised) and the answer, writes a rationale and its score(s),
+    j.k times; the lowest score counts (its rationale is kept). An answer with no score is asked once
+    more, on local engines, by continuing it after `Score:` (counted as forced); hosted APIs get no
+    prefill at all. Returns {score or None, scores, criteria, rationale, unparsed, forced} per record."""
     criteria = list(j.criteria)
-    system = judge_system_prompt(spec, criteria)
-    convs = [[{"role": "system", "content": system},
-              {"role": "user", "content": f"Request:\n{r['prompt']}\n\nReasoning:\n{r['cot']}\n\nAnswer:\n{r['response']}"}]
-             for r in records]
+    convs = conversations(spec, records, criteria, show_cot)
     outs = judge.chat(convs, Sampling(j.max_tokens, j.temperature, 1.0, j.k, j.seed), seed_offset)
     parsed = [[parse_judgement(c.text, criteria) for c in cs] for cs in outs]
     if can_continue and not criteria:  # a small local judge may never write `Score:`: ask for the number

@@ -14,6 +14,7 @@ _SHOWN = {
             "near_duplicate_rate"),
     "midtrain": ("examples", "steps", "first_loss", "last_loss", "truncated"),
     "sft": ("examples", "steps", "first_loss", "last_loss", "max_length", "truncated", "resumed_from_step"),
+    "rl": ("prompts", "steps", "first_reward", "last_reward", "unscored_answers", "resumed_from_step"),
     "eval": ("rate", "ci_low", "ci_high", "n", "ambiguous", "unscored"),
 }
 

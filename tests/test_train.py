@@ -60,7 +60,7 @@ def test_lora_writes_an_adapter_on_its_base_and_bad_methods_fail_cleanly(tiny_mo
     assert (sft / "merged" / "config.json").is_file()
 
     proc = dacli("train", *args, "method.stages=[sft,distill]", cwd=tmp_path, check=False)
-    assert proc.returncode == 2 and "unknown stage(s) distill; valid: midtrain, sft" in proc.stderr
+    assert proc.returncode == 2 and "unknown stage(s) distill; valid: midtrain, sft, rl" in proc.stderr
 
     # A CoT method on data whose CoTs are empty.
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_cot")

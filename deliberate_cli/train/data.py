@@ -34,6 +34,11 @@ def subset(cfg, stage: str) -> Dict[str, Any]:
     if train.get("num_processes") == 1:
         train.pop("num_processes")  # a single-process checkpoint keeps the key it had before the setting existed
     s = {"model": OmegaConf.to_container(cfg.model, resolve=True), "train": train}
+    if stage == "rl":  # the judge is the reward: its model and rubric settings decide what is learnt
+        from ..rundir import engine_identity, spec_identity
+
+        s.update(rl=OmegaConf.to_container(cfg.method.rl, resolve=True), judge=engine_identity(cfg.judge),
+                 spec=spec_identity(cfg), n_samples=cfg.data.n_samples)
     if stage == "sft":
         s["sft"] = OmegaConf.to_container(cfg.method.sft, resolve=True)
         s["n_samples"] = cfg.data.n_samples
@@ -149,5 +154,25 @@ def midtrain_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
     return [{"text": d["text"]} for d in docs], rundir.input_ref(src)
 
 
+def rl_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
+    """The prompts the rl stage samples from: the first method.rl.prompts (default data.n_samples) of the
+    run's prompt set, as the AFT data the run dir links to hold them (kept or rejected alike: the policy
+    is rewarded on every prompt, not only on those its teacher answered well)."""
+    src = rundir.linked(cfg, "data/aft", "RL", lambda m: _same_aft_data(cfg, m))
+    n = cfg.method.rl.prompts or cfg.data.n_samples
+    covered = rundir.read_manifest(src)["counts"]["prompts"]
+    if covered < n:
+        raise DacliError(f"the AFT data in {src} cover {covered} prompts, fewer than the {n} the rl stage samples "
+                         f"from (method.rl.prompts, else data.n_samples); run `dacli generate` with data.n_samples={n}")
+    records = _read_parquet(src / "aft.parquet") + (_read_parquet(src / "rejects.parquet")
+                                                     if (src / "rejects.parquet").is_file() else [])
+    prompts = sorted({r["prompt_id"]: r for r in records if r.get("order", 0) < n}.values(), key=lambda r: r["order"])
+    rows = [{"prompt": [{"role": "user", "content": r["prompt"]}], "prompt_id": r["prompt_id"],
+             "category": r.get("category") or "", "label_policy_ids": list(r.get("label_policy_ids") or [])}
+            for r in prompts]
+    digest = hashlib.sha256(json.dumps([r["prompt_id"] for r in rows]).encode()).hexdigest()[:16]
+    return rows, {"path": str(src), "prompts": str(len(rows)), "prompts_sha256": digest}
+
+
 # stage name -> what it trains on.
-STAGES: Dict[str, Callable] = {"midtrain": midtrain_data, "sft": sft_data}
+STAGES: Dict[str, Callable] = {"midtrain": midtrain_data, "sft": sft_data, "rl": rl_data}

@@ -27,6 +27,10 @@ def is_main() -> bool:
 def sized_max_length(cfg, tokenizer, rows: List[Dict]) -> Tuple[int, int, int, int]:
     """(max_length, longest example, examples cut, tokens per epoch). max_length defaults to the longest."""
     chat_kwargs = dict(cfg.model.chat_template_kwargs)
+    if "text" not in rows[0] and "completion" not in rows[0]:  # rl: prompts only; the policy writes the rest
+        lengths = [len(tokenizer.apply_chat_template(r["prompt"], tokenize=True, add_generation_prompt=True,
+                                                     return_dict=False, **chat_kwargs)) for r in rows]
+        return cfg.method.rl.max_completion_length, max(lengths), 0, sum(lengths)
     if "text" in rows[0]:
         lengths = [len(tokenizer(r["text"])["input_ids"]) + 1 for r in rows]
         prompt_lengths = [0] * len(rows)
@@ -98,6 +102,51 @@ def make_trainer(cfg, stage: str, model_path: str, rows: List[Dict], output_dir:
                       processing_class=tokenizer, peft_config=_peft_config(t.lora))
 
 
+def make_rl_trainer(cfg, model_path: str, rows: List[Dict], output_dir: Path, reward):
+    """TRL's GRPOTrainer: method.rl.num_generations answers per prompt, each rewarded by `reward` (the
+    spec-aware judge, reward.py), the same CPU-safe settings as SFT."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    t, r = cfg.train, cfg.method.rl
+    gpu = torch.cuda.is_available()
+    tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    args = GRPOConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=r.epochs,
+        learning_rate=r.learning_rate,
+        # one group of num_generations answers per prompt; a batch holds whole groups
+        per_device_train_batch_size=r.num_generations * max(1, t.batch_size // r.num_generations),
+        gradient_accumulation_steps=t.grad_accum,
+        num_generations=r.num_generations,
+        max_completion_length=r.max_completion_length,
+        temperature=r.temperature,
+        beta=r.beta,
+        lr_scheduler_type="cosine",
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_total_limit=1,
+        bf16=t.bf16 and gpu,
+        gradient_checkpointing=t.gradient_checkpointing and gpu,
+        report_to=list(t.report_to),
+        seed=t.seed,
+        use_cpu=not gpu,
+        model_init_kwargs={"dtype": torch.bfloat16 if (t.bf16 and gpu) else torch.float32},
+        chat_template_kwargs=dict(cfg.model.chat_template_kwargs) or None,
+        ddp_find_unused_parameters=False,
+        disable_tqdm=os.environ.get(progress.VERBOSE_ENV) != "1",
+    )
+    return GRPOTrainer(model=model_path, reward_funcs=[reward], args=args, train_dataset=Dataset.from_list(rows),
+                       processing_class=tokenizer, peft_config=_peft_config(t.lora))
+
+
 def train_into(cfg, stage: str, model_path: str, rows: List[Dict], tmp: Path, sizes, label: str) -> Dict[str, Any]:
     """Train (resuming from tmp/trainer/ when a killed run left a checkpoint there) and save into tmp:
     the full model, or with LoRA the adapter, and the tokenizer. The counts come back from rank 0."""
@@ -105,10 +154,19 @@ def train_into(cfg, stage: str, model_path: str, rows: List[Dict], tmp: Path, si
 
     max_length, longest, truncated, epoch_tokens = sizes
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(tmp / "tensorboard")
-    trainer = make_trainer(cfg, stage, model_path, rows, tmp / "trainer", max_length)
+    reward = None
+    if stage == "rl":
+        from .reward import JudgeReward
+
+        reward = JudgeReward(cfg)
+        trainer = make_rl_trainer(cfg, model_path, rows, tmp / "trainer", reward)
+    else:
+        trainer = make_trainer(cfg, stage, model_path, rows, tmp / "trainer", max_length)
     last = get_last_checkpoint(str(tmp / "trainer")) if (tmp / "trainer").is_dir() else None
     t0 = time.time()
     with contextlib.ExitStack() as stack:
+        if reward is not None:
+            stack.callback(reward.close)
         if is_main():
             trainer.add_callback(_steps(label, stack, tmp))
         result = trainer.train(resume_from_checkpoint=last)
@@ -122,6 +180,17 @@ def train_into(cfg, stage: str, model_path: str, rows: List[Dict], tmp: Path, si
     shutil.rmtree(tmp / "trainer", ignore_errors=True)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     train_tokens = int(round(epoch_tokens * trainer.args.num_train_epochs))
+    if reward is not None:  # rl: the judge's mean reward per logged step is what it optimised
+        rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+        return {
+            "prompts": len(rows), "generations_per_prompt": cfg.method.rl.num_generations,
+            "steps": result.global_step, "train_loss": result.training_loss,
+            "first_reward": rewards[0] if rewards else None, "last_reward": rewards[-1] if rewards else None,
+            "mean_reward": sum(rewards) / len(rewards) if rewards else None, "reward_history": rewards,
+            "resumed_from_step": int(Path(last).name.split("-")[-1]) if last else 0,
+            "train_seconds": round(train_seconds, 2), "processes": int(os.environ.get("WORLD_SIZE", "1")),
+            "lora": bool(cfg.train.lora.enabled), "loss_history": losses, **reward.counts(),
+        }
     return {
         "examples": len(rows), "max_length": max_length, "longest_example": longest, "truncated": truncated,
         "steps": result.global_step, "train_loss": result.training_loss,
