@@ -18,7 +18,7 @@ def check(cfg) -> None:
     if cfg.model.name_or_path:
         locate(cfg.model.name_or_path, "model.name_or_path", network=False)
     for key, engine in (("generator", cfg.generator), ("judge", cfg.judge), ("eval.engine", cfg.eval.engine),
-                        ("eval.grader.engine", cfg.eval.grader.engine)):
+                        ("eval.grader.engine", cfg.eval.grader.engine), ("eval.monitor.engine", cfg.eval.monitor.engine)):
         if engine.model_path and engine.backend != "openai":
             locate(engine.model_path, f"{key}.model_path", network=False)
     if cfg.eval.checkpoint not in ("auto", "base"):
