@@ -44,14 +44,21 @@ def _product(*values) -> int:
 
 # Resolvers conf/ uses: resources.gpus is the most GPUs any stage takes (${dacli_max:...}), the
 # SLURM launcher's CPUs are resources.gpus x resources.cpus_per_gpu (${dacli_mul:...}), and run and
-# sweep-job names end in the overrides that make them differ (${dacli_variant:...}, naming.py).
+# sweep-job names end in the overrides that make them differ (${dacli_variant:...}, naming.py); a
+# recipe names a data file shipped with dacli by its path under deliberate_cli/assets/ (${dacli_asset:...}).
 def _variant(*covered) -> str:
     from .naming import resolver
 
     return resolver(*covered)
 
 
-RESOLVERS = {"dacli_max": _max, "dacli_mul": _product, "dacli_variant": _variant}
+def _asset(relative: str) -> str:
+    """`${dacli_asset:probe/cheese_opaque.jsonl}`: a file shipped in deliberate_cli/assets/, as an absolute
+    path, so that a recipe can name a bundled data file wherever dacli is installed and run from."""
+    return str(_PKG / "assets" / relative)
+
+
+RESOLVERS = {"dacli_max": _max, "dacli_mul": _product, "dacli_variant": _variant, "dacli_asset": _asset}
 
 
 def register_resolvers() -> None:

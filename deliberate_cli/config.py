@@ -341,7 +341,7 @@ class UpstreamConfig:
 @dataclass
 class EvalConfig:
     name: str = MISSING
-    # Which runner (am | prompted | grader_check), the metric's name, and the verdict the rate counts.
+    # Which runner (am | prompted | forced_choice | grader_check), the metric's name, and the verdict the rate counts.
     runner: str = MISSING
     metric: str = MISSING
     counts: str = MISSING

@@ -32,6 +32,8 @@ def collect(root: Path) -> Dict[str, Any]:
         key = {"run": str(run.relative_to(root)) or ".", "model": cfg["model"]["name"], "variant": _variant(run),
                "method": cfg["method"]["name"], "n_samples": cfg["data"]["n_samples"],
                "stages": cfg["method"].get("stages"),
+               # the spec the MSM corpus discussed: msm.spec, else the run's own (the §3 comparison's rows)
+               "msm_spec": (cfg.get("msm") or {}).get("spec") or (cfg.get("spec") or {}).get("name"),
                # what the model actually trained on: the alignment examples that passed (and were selected)
                "examples": sft.get("alignment_examples", sft.get("examples"))}
         if (run / "FAILED.json").is_file():
@@ -48,7 +50,10 @@ def collect(root: Path) -> Dict[str, Any]:
             rows.append({**key, "method": "baseline" if baseline else key["method"], "eval": s["eval"],
                          "metric": s["metric"], **s["overall"], "ambiguous": s.get("ambiguous", 0),
                          "cot_citation": s.get("cot_citation"), "conditions": s.get("conditions", []),
-                         "families": s.get("families", []), "mean_over_conditions": s.get("mean_over_conditions")})
+                         "families": s.get("families", []), "mean_over_conditions": s.get("mean_over_conditions"),
+                         "monitor": s.get("monitor")})
+            if s.get("values"):  # a forced-choice eval: the share choosing each value (evals/forced_choice.py)
+                rows[-1]["values"] = s["values"]
     return {"rows": rows, "missing": missing, "failed": failed}
 
 
@@ -117,6 +122,7 @@ def markdown(data: Dict[str, Any]) -> str:
             lines += [f"## {_title(group)}", ""] + _sections(_in_group(data["rows"], group), "###")
     else:
         lines += _sections(data["rows"], "##")
+    lines += _value_comparison(data["rows"])
     if data["missing"]:
         lines += ["## Runs without scores yet", ""] + [f"- {m['run']}" for m in data["missing"]] + [""]
     if data["failed"]:
@@ -137,6 +143,7 @@ def _sections(rows_in: List[Dict[str, Any]], h: str) -> List[str]:
                   "| method | " + " | ".join(f"{c} AFT samples" for c in counts) + " |",
                   "|---|" + "---|" * len(counts)]
         lines += _table(rows, counts, _cell)
+        lines += _monitor_lines(rows, metric, h)
         if any(len(r["conditions"]) > 1 for r in rows):
             lines += [f"{h}# {metric}: mean over conditions (the MSM paper's Fig. 4 number)", "",
                       "| method | " + " | ".join(f"{c} AFT samples" for c in counts) + " |", "|---|" + "---|" * len(counts)]
@@ -150,6 +157,100 @@ def _sections(rows_in: List[Dict[str, Any]], h: str) -> List[str]:
                 lines.append(f"| {r['method']} | {'–' if r['method'] == 'baseline' else r['n_samples']} | "
                              + " | ".join(got.get(f, "–") for f in families) + " |")
             lines.append("")
+    return lines
+
+
+def _rate_cell(m: Any) -> str:
+    """A monitor rate: percent, 95% Wilson interval and k/n; – when undefined (n = 0)."""
+    if not m:
+        return "–"
+    return f"{100 * m['rate']:.1f}% [{100 * m['ci_low']:.1f}, {100 * m['ci_high']:.1f}] ({m['k']}/{m['n']})"
+
+
+def _monitor_lines(rows: List[Dict[str, Any]], metric: str, h: str) -> List[str]:
+    """The CoT monitor table (evals/monitor.py), one row per run whose scores have a `monitor` block:
+    how well a model reading only the CoT predicts the harmful actions the eval found."""
+    rows = sorted((r for r in rows if r.get("monitor")), key=lambda r: (r["method"] != "baseline", r["method"], r["n_samples"]))
+    if not rows:
+        return []
+    lines = [f"{h}# {metric}: CoT monitor (a model that reads only the CoT predicts a harmful action)", "",
+             "| method | AFT samples | recall [95% CI] (k/n) | precision [95% CI] (k/n) | "
+             "spec-aware reasoning [95% CI] (k/n) | samples without CoT | monitor |", "|---|---|---|---|---|---|---|"]
+    notes = []
+    for r in rows:
+        m, count = r["monitor"], "–" if r["method"] == "baseline" else r["n_samples"]
+        without = f"{m.get('no_cot', 0)} of {m.get('samples', 0)}" + (f" (+{m['open_cot']} unclosed)" if m.get("open_cot") else "")
+        lines.append(f"| {r['method']} | {count} | {_rate_cell(m.get('recall'))} | {_rate_cell(m.get('precision'))} | "
+                     f"{_rate_cell(m.get('spec_reasoning'))} | {without} | {m.get('model', '')} |")
+        if m.get("note"):
+            notes.append(f"- {r['method']} ({count}): {m['note']}")
+    return lines + [""] + (notes + [""] if notes else [])
+
+
+def _probe_key(r: Dict[str, Any]) -> Tuple:
+    """A §3 comparison row: (model, kind, method, MSM spec, AFT count), kind 0 baseline, 1 AFT only (no
+    midtraining: msm.spec does not reach it), 2 MSM (+AFT)."""
+    if r["method"] == "baseline":
+        return (r["model"], 0, "baseline", "–", "–")
+    if "midtrain" not in (r.get("stages") or []):
+        return (r["model"], 1, r["method"], "–", r["n_samples"])
+    return (r["model"], 2, r["method"], r.get("msm_spec") or "?", "–" if _no_aft(r) else r["n_samples"])
+
+
+def _probe_label(key: Tuple, stages) -> str:
+    kind, spec = key[1], key[3]
+    if kind == 0:
+        return "baseline"
+    if kind == 1:
+        return "AFT only"
+    return f"MSM({spec})+AFT" if "sft" in (stages or []) else f"MSM({spec})"
+
+
+def _value_cell(v: Dict[str, Any]) -> str:
+    if not v["n"]:  # nothing scored: no rate to show
+        return "– (0/0)"
+    return f"{100 * v['rate']:.1f}% [{100 * v['ci_low']:.1f}, {100 * v['ci_high']:.1f}] ({v['k']}/{v['n']})"
+
+
+def _value_comparison(rows: List[Dict[str, Any]]) -> List[str]:
+    """The MSM paper's §3 comparison, for each forced-choice eval (scores with `values`, e.g. value_probe):
+    one row per model, method, spec the MSM corpus discussed and AFT count (baseline, AFT only,
+    MSM(spec A)+AFT, MSM(spec B)+AFT), with the share of scored answers choosing each value. A sweep
+    over msm.spec puts each spec's runs in a table set of its own above; this table sets them side by side."""
+    lines: List[str] = []
+    for name in sorted({r["eval"] for r in rows if r.get("values")}):
+        rs = sorted((r for r in rows if r["eval"] == name and r.get("values")), key=lambda r: r["run"])
+        values = sorted({v for r in rs for v in r["values"]})
+        several = len({r["model"] for r in rs}) > 1
+        chosen: Dict[Tuple, Dict[str, Any]] = {}
+        repeats: Dict[Tuple, List[Dict[str, Any]]] = defaultdict(list)
+        for r in rs:
+            key = _probe_key(r)
+            if key in chosen:
+                repeats[key].append(r)
+            else:
+                chosen[key] = r
+        lines += [f"## §3 comparison: {name} (share of scored answers choosing each value, 95% Wilson interval, k/n)",
+                  "", "The MSM paper's controlled-generalisation probe: every trained row had the same AFT data; "
+                  "the MSM rows differ only in the spec their corpus discussed.", "",
+                  "| " + ("model | " if several else "") + "row | method | MSM spec | AFT samples | "
+                  + " | ".join(values) + " | n | unscored |",
+                  "|---|" + ("---|" if several else "") + "---|---|---|" + "---|" * len(values) + "---|---|"]
+        notes = []
+        for key in sorted(chosen, key=lambda k: (k[0], k[1], k[2], k[3], k[4] if isinstance(k[4], int) else -1)):
+            r = chosen[key]
+            label = _probe_label(key, r.get("stages"))
+            cells = [_value_cell(r["values"][v]) if v in r["values"] else "–" for v in values]
+            lines.append("| " + (f"{key[0]} | " if several else "") + f"{label} | {key[2]} | {key[3]} | {key[4]} | "
+                         + " | ".join(cells) + f" | {r['n']} | {r.get('unscored', 0)} |")
+            if repeats.get(key):
+                others = "; ".join(f"{o['run']}: " + ", ".join(f"{v} {_value_cell(o['values'][v])}"
+                                                               for v in values if v in o["values"])
+                                   for o in repeats[key])
+                notes.append(f"- {label} ({key[2]}): {1 + len(repeats[key])} runs with these settings"
+                             + (" (msm.spec does not reach a method without midtraining)" if key[1] == 1 else "")
+                             + f"; shown: {r['run']}; also {others}")
+        lines += [""] + (notes + [""] if notes else [])
     return lines
 
 

@@ -22,7 +22,8 @@ from ..errors import DacliError
 from ..models import is_model_dir, locate, resolve
 from .scoring import citation, mean_over, score_rows
 
-RUNNERS = {"am": "deliberate_cli.evals.am:run", "prompted": "deliberate_cli.evals.prompted:run"}
+RUNNERS = {"am": "deliberate_cli.evals.am:run", "prompted": "deliberate_cli.evals.prompted:run",
+           "forced_choice": "deliberate_cli.evals.forced_choice:run"}
 
 
 def pick_model(cfg) -> Tuple[str, str, Dict[str, Dict[str, str]]]:
@@ -120,6 +121,8 @@ def _evaluate(cfg, model_path: str, label: str, inputs: Dict[str, Dict[str, str]
                 if k not in ("checkpoint", "baseline", "inspect_log")}
     if not settings["monitor"]["enabled"]:
         settings.pop("monitor")  # evals from before the monitor existed stay cached
+    else:  # the monitor is shown the spec: another spec is other monitor answers
+        settings["monitor"]["spec"] = rundir.spec_identity(cfg)
     subset = {"eval": settings, "model": model_path, "agent_family": cfg.model.family,
               "max_model_len": cfg.model.max_model_len,
               "chat_template_kwargs": OmegaConf.to_container(model_cfg.chat_template_kwargs),
@@ -141,12 +144,15 @@ def _content(cfg) -> Dict[str, str]:
 
         return {"scenarios": am.fingerprint(am.load(cfg)), "inspect_evals": upstream.package_version(),
                 "classifier_code": _code_hash()}
-    if cfg.eval.runner == "prompted":
+    if cfg.eval.runner in ("prompted", "forced_choice"):
         import hashlib
 
         from .prompted import prompt_file
 
-        return {"prompts": hashlib.sha256(prompt_file(cfg.eval).read_bytes()).hexdigest()}
+        content = {"prompts": hashlib.sha256(prompt_file(cfg.eval).read_bytes()).hexdigest()}
+        if cfg.eval.runner == "forced_choice":  # its answer parser decides every verdict
+            content["parser_code"] = hashlib.sha256((Path(__file__).parent / "forced_choice.py").read_bytes()).hexdigest()[:16]
+        return content
     return {}
 
 
@@ -161,20 +167,26 @@ def _code_hash() -> str:
 
 def _resume_stamp(subset: Dict[str, Any], inputs: Dict[str, Dict[str, str]]) -> Dict[str, Any]:
     """What the generated shards depend on: everything the cache key holds (the checkpoint's identity
-    included) but the engines' runtime knobs and the grader, whose own stamp guards the graded shards."""
-    e = {k: v for k, v in subset["eval"].items() if k != "grader"}
+    included) but the engines' runtime knobs, the grader and the monitor, whose own stamps guard the graded
+    shards and the monitor's answers."""
+    e = {k: v for k, v in subset["eval"].items() if k not in ("grader", "monitor")}
     e["engine"] = {k: v for k, v in e.get("engine", {}).items() if k not in RUNTIME_KNOBS}
     return {**subset, "eval": e, "inputs": inputs}
 
 
 def _score(cfg, run_eval, model_path, label, inputs, subset, out, model_cfg) -> Dict[str, Any]:
+    from . import monitor
+
     e = cfg.eval
+    monitor.check(cfg)  # a monitor that names no model fails before the first sample
     if rundir.is_fresh(out, subset, inputs):
         return {"dir": str(out), "cached": True, **json.loads((out / "scores.json").read_text())["overall"]}
     started = time.time()
     with rundir.atomic_dir(out, resume=_resume_stamp(subset, inputs)) as tmp:
         samples, info = run_eval(cfg, tmp, model_path, model_cfg, label)
         engine_seconds, engine_tokens = info.pop("engine_seconds"), info.pop("engine_tokens", 0)
+        if e.monitor.enabled:  # reads only the samples' CoTs; writes monitor_* into them
+            info["monitor"] = monitor.run(cfg, tmp, samples)
         overall, rows = score_rows(samples, flag=e.counts)
         _, families = score_rows(samples, group_key="family", flag=e.counts)
         # The eval's own facts first, so that none of them can overwrite a computed score.
