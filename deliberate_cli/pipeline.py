@@ -53,7 +53,9 @@ def task(cfg) -> None:
         started = time.time()
         (run / ".summaries" / f"{stage}.error").unlink(missing_ok=True)
         summary.started(stage, _stage_log(run, stage))
-        code = subprocess.call([sys.executable, "-m", "deliberate_cli.pipeline", stage, str(config_path)])
+        # The stage dies with this process: a killed `dacli` leaves no stage generating or training on.
+        code = subprocess.call([sys.executable, "-m", "deliberate_cli.pipeline", stage, str(config_path)],
+                               preexec_fn=die_with_parent)
         if code != 0:
             error_file = run / ".summaries" / f"{stage}.error"
             failure = {"stage": stage, "exit_code": code, "seconds": round(time.time() - started, 1),
@@ -76,6 +78,20 @@ def task(cfg) -> None:
     if cfg.command == "run":
         results["report"] = report.write(run)
     summary.artefacts(cfg, results)
+
+
+def die_with_parent() -> None:
+    """Run in a child before it starts: Linux sends it SIGKILL when its parent dies (prctl
+    PR_SET_PDEATHSIG), so a killed dacli, stage or launcher leaves nothing running on in the background."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the prctl
+        os._exit(1)
 
 
 def run_stage(stage: str, config_path: str) -> Dict[str, Any]:

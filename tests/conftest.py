@@ -66,9 +66,9 @@ def tiny_overrides(model: Path, root: Path, *extra: str) -> list:
     ]
 
 
-def kill_after(args: list, cwd: Path, shards: Path, pattern: str, count: int = 2) -> None:
-    """Start `dacli ARGS`, wait until `count` files match `pattern` under `shards`, then SIGKILL the CLI
-    and its stage process together, mid-run, as a pre-empted job would die."""
+def kill_after(args: list, cwd: Path, shards: Path, pattern: str, count: int = 2, settle: float = 0.0) -> None:
+    """Start `dacli ARGS`, wait until `count` files match `pattern` under `shards` (and `settle` seconds
+    more), then SIGKILL the CLI and its stage process together, mid-run, as a pre-empted job would die."""
     import signal
     import time
 
@@ -77,6 +77,7 @@ def kill_after(args: list, cwd: Path, shards: Path, pattern: str, count: int = 2
     deadline = time.time() + 300
     while time.time() < deadline and len(list(shards.glob(pattern))) < count:
         time.sleep(0.05)
+    time.sleep(settle)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 

@@ -22,7 +22,7 @@ def test_unknown_method_is_one_line_listing_valid_options(tmp_path):
     proc = dacli("train", "method=foo", cwd=tmp_path, check=False)
     assert proc.returncode == 2
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert lines == ["error: unknown method 'foo'; valid: aft_cot, aft_nocot, msm, msm_aft, msm_aft_cot"]
+    assert lines == ["error: unknown method 'foo'; valid: aft_cot, aft_cot_rl, aft_nocot, msm, msm_aft, msm_aft_cot"]
     assert not (tmp_path / "runs").exists()
 
 
@@ -30,7 +30,7 @@ def test_misspelt_key_names_it_and_lists_valid_keys(tmp_path):
     proc = dacli("generate", "data.n_sample=5", cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown config key 'data.n_sample'; valid keys in data: name, source, hf_split, columns, n_samples, seed, examples, select, mix, generated, decontam_threshold"]
+        "error: unknown config key 'data.n_sample'; valid keys in data: name, source, hf_split, columns, n_samples, seed, examples, select, mix, generated, decontam_threshold, given_responses"]
 
 
 def test_bad_value_type_and_unknown_recipe_and_eval(tmp_path):

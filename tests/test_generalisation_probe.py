@@ -176,6 +176,7 @@ def test_the_recipe_composes_its_three_comparisons_and_names_each_run():
     assert len(names) == 4
 
 
+@pytest.mark.slow  # ~2.5 min: MSM corpus, two trainings, three evals; `make test-slow` runs it
 def test_the_comparison_end_to_end_on_the_tiny_model(tiny_model, tmp_path):
     """generate (the given AFT answers, and for msm_aft the MSM corpus on the affordability spec), train,
     eval value_probe and the baseline, through the recipe's sweep; then the report's §3 table."""

@@ -152,3 +152,30 @@ def test_sweep_shares_data_and_baseline_reports_and_survives_a_failed_job(tiny_m
     md = (sweep / "report.md").read_text()
     assert "| baseline |" in md and "| aft_cot |" in md and "## Failed runs" in md
     assert (sweep / "am_rate.png").stat().st_size > 1000
+
+
+def test_a_killed_cli_takes_its_stage_process_with_it(tiny_model, tmp_path):
+    """SIGKILL of `dacli` alone (not its process group) must not leave the stage training on unseen."""
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    from conftest import DACLI
+
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "train.epochs=200", "train.report_to=[]",
+                          "train.batch_size=1")
+    dacli("generate", *args, cwd=tmp_path)
+    proc = subprocess.Popen([*DACLI, "train", *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline, stage = time.time() + 120, []
+    while time.time() < deadline and not stage:
+        stage = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                 if "deliberate_cli.pipeline" in " ".join(p.cmdline())]
+        time.sleep(0.2)
+    assert stage, "the train stage should have started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, alive = psutil.wait_procs(stage, timeout=15)
+    assert not alive, "the stage outlived the dacli that started it"

@@ -1,14 +1,10 @@
 """The rl stage (deliberative alignment's GRPO step): the spec-aware judge rewards each sampled answer
 and never sees the CoT; it trains from the sft checkpoint, is recorded like sft, and resumes."""
 import json
-import os
-import signal
-import subprocess
-import time
 
 from omegaconf import OmegaConf
 
-from conftest import DACLI, dacli, read_json, tiny_overrides
+from conftest import dacli, kill_after, read_json, tiny_overrides
 from deliberate_cli.judge import conversations
 from deliberate_cli.spec import load_spec
 from deliberate_cli.train.reward import JudgeReward
@@ -72,14 +68,7 @@ def test_killed_rl_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
     args = _args(tiny_model, tmp_path, "method.rl.epochs=8", "train.save_steps=3")
     dacli("generate", *args, cwd=tmp_path)
     trainer_dir = tmp_path / "runs" / "tiny-aft_cot_rl-n4" / "checkpoints" / "rl.partial" / "trainer"
-    proc = subprocess.Popen([*DACLI, "train", *args], cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(trainer_dir.glob("checkpoint-*/trainer_state.json")):
-        time.sleep(0.05)
-    time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after(["train", *args], tmp_path, trainer_dir, "checkpoint-*/trainer_state.json", count=1, settle=0.3)
     saved = sorted(int(p.name.split("-")[1]) for p in trainer_dir.glob("checkpoint-*"))
     assert saved, "a checkpoint should exist before the kill"
     dacli("train", *args, cwd=tmp_path)

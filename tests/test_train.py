@@ -1,12 +1,7 @@
 """`dacli train` beyond the happy path: resume after SIGKILL, LoRA, and bad methods or data."""
-import os
-import signal
-import subprocess
-import time
-
 import pyarrow.parquet as pq
 
-from conftest import DACLI, dacli, read_json, tiny_overrides
+from conftest import dacli, kill_after, read_json, tiny_overrides
 
 
 def test_killed_training_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
@@ -14,14 +9,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
                           "train.save_steps=10", "train.report_to=[]")
     dacli("generate", *args, cwd=tmp_path)
     trainer_dir = tmp_path / "runs" / "tiny-aft_nocot-n8" / "checkpoints" / "sft.partial" / "trainer"
-    proc = subprocess.Popen([*DACLI, "train", *args], cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(trainer_dir.glob("checkpoint-*/trainer_state.json")):
-        time.sleep(0.05)
-    time.sleep(0.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after(["train", *args], tmp_path, trainer_dir, "checkpoint-*/trainer_state.json", count=1, settle=0.5)
     saved = sorted(int(p.name.split("-")[1]) for p in trainer_dir.glob("checkpoint-*"))
     assert saved, "a checkpoint should exist before the kill"
 

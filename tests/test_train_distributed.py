@@ -5,6 +5,7 @@ import subprocess
 import time
 
 import psutil
+import pytest
 
 from conftest import DACLI, dacli, read_json, tiny_overrides
 
@@ -40,6 +41,7 @@ def test_two_processes_write_one_checkpoint_like_one_process(tiny_model, tmp_pat
     AutoModelForCausalLM.from_pretrained(ddp)  # a whole model, loadable
 
 
+@pytest.mark.slow  # ~75 s or more: 240 steps on two ranks; `make test-slow` runs it
 def test_killing_the_launcher_kills_its_ranks_and_a_rerun_resumes(tiny_model, tmp_path):
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "train.report_to=[]",
                           "train.epochs=30", "train.batch_size=1", "train.save_steps=5", "train.num_processes=2")

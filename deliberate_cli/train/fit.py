@@ -55,24 +55,13 @@ def sized_max_length(cfg, tokenizer, rows: List[Dict]) -> Tuple[int, int, int, i
     return max_length, longest, sum(n > max_length for n in lengths), sum(min(n, max_length) for n in lengths)
 
 
-def make_trainer(cfg, stage: str, model_path: str, rows: List[Dict], output_dir: Path, max_length: int):
-    """TRL's SFTTrainer with CPU-safe settings; prompt-completion rows get the loss on the completion only."""
+def _common_args(t, output_dir: Path) -> Dict[str, Any]:
+    """The trainer settings SFT and GRPO share: schedule, checkpoints, precision and the CPU's needs."""
     import torch
-    from datasets import Dataset
-    from transformers import AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
 
-    t = cfg.train
     gpu = torch.cuda.is_available()
-    midtrain = stage == "midtrain"
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    args = SFTConfig(
+    return dict(
         output_dir=str(output_dir),
-        num_train_epochs=t.midtrain_epochs if midtrain else t.epochs,
-        learning_rate=t.midtrain_learning_rate if midtrain else t.learning_rate,
-        per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum,
         lr_scheduler_type="cosine",
         warmup_steps=t.warmup_ratio,
@@ -82,11 +71,9 @@ def make_trainer(cfg, stage: str, model_path: str, rows: List[Dict], output_dir:
         save_strategy="steps",
         save_steps=t.save_steps,
         save_total_limit=1,
-        # SFTConfig turns both on by default; on a CPU bf16 autocast crawls and checkpointing only costs.
+        # TRL turns both on by default; on a CPU bf16 autocast crawls and checkpointing only costs.
         bf16=t.bf16 and gpu,
         gradient_checkpointing=t.gradient_checkpointing and gpu,
-        max_length=max_length,
-        packing=t.packing,
         report_to=list(t.report_to),
         seed=t.seed,
         use_cpu=not gpu,
@@ -97,54 +84,57 @@ def make_trainer(cfg, stage: str, model_path: str, rows: List[Dict], output_dir:
         # dacli's own step count (_steps) shows progress; the losses are kept in the manifest anyway.
         disable_tqdm=os.environ.get(progress.VERBOSE_ENV) != "1",
     )
+
+
+def _tokenizer(model_path: str, **kwargs):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, **kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def make_trainer(cfg, stage: str, model_path: str, rows: List[Dict], output_dir: Path, max_length: int):
+    """TRL's SFTTrainer with CPU-safe settings; prompt-completion rows get the loss on the completion only."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    t, midtrain = cfg.train, stage == "midtrain"
+    args = SFTConfig(
+        **_common_args(t, output_dir),
+        num_train_epochs=t.midtrain_epochs if midtrain else t.epochs,
+        learning_rate=t.midtrain_learning_rate if midtrain else t.learning_rate,
+        per_device_train_batch_size=t.batch_size,
+        max_length=max_length,
+        packing=t.packing,
+    )
     return SFTTrainer(model=model_path, args=args,
                       train_dataset=Dataset.from_list([{k: v for k, v in r.items() if k != "source"} for r in rows]),
-                      processing_class=tokenizer, peft_config=_peft_config(t.lora))
+                      processing_class=_tokenizer(model_path), peft_config=_peft_config(t.lora))
 
 
 def make_rl_trainer(cfg, model_path: str, rows: List[Dict], output_dir: Path, reward):
     """TRL's GRPOTrainer: method.rl.num_generations answers per prompt, each rewarded by `reward` (the
-    spec-aware judge, reward.py), the same CPU-safe settings as SFT."""
-    import torch
+    spec-aware judge, reward.py), with the same settings as SFT otherwise."""
     from datasets import Dataset
-    from transformers import AutoTokenizer
     from trl import GRPOConfig, GRPOTrainer
 
     t, r = cfg.train, cfg.method.rl
-    gpu = torch.cuda.is_available()
-    tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     args = GRPOConfig(
-        output_dir=str(output_dir),
+        **_common_args(t, output_dir),
         num_train_epochs=r.epochs,
         learning_rate=r.learning_rate,
         # one group of num_generations answers per prompt; a batch holds whole groups
         per_device_train_batch_size=r.num_generations * max(1, t.batch_size // r.num_generations),
-        gradient_accumulation_steps=t.grad_accum,
         num_generations=r.num_generations,
         max_completion_length=r.max_completion_length,
         temperature=r.temperature,
         beta=r.beta,
-        lr_scheduler_type="cosine",
-        warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay,
-        logging_steps=t.logging_steps,
-        save_strategy="steps",
-        save_steps=t.save_steps,
-        save_total_limit=1,
-        bf16=t.bf16 and gpu,
-        gradient_checkpointing=t.gradient_checkpointing and gpu,
-        report_to=list(t.report_to),
-        seed=t.seed,
-        use_cpu=not gpu,
-        model_init_kwargs={"dtype": torch.bfloat16 if (t.bf16 and gpu) else torch.float32},
         chat_template_kwargs=dict(cfg.model.chat_template_kwargs) or None,
-        ddp_find_unused_parameters=False,
-        disable_tqdm=os.environ.get(progress.VERBOSE_ENV) != "1",
     )
     return GRPOTrainer(model=model_path, reward_funcs=[reward], args=args, train_dataset=Dataset.from_list(rows),
-                       processing_class=tokenizer, peft_config=_peft_config(t.lora))
+                       processing_class=_tokenizer(model_path, padding_side="left"), peft_config=_peft_config(t.lora))
 
 
 def train_into(cfg, stage: str, model_path: str, rows: List[Dict], tmp: Path, sizes, label: str) -> Dict[str, Any]:

@@ -5,7 +5,6 @@ The stage process keeps everything that must happen once: the data, the cache ch
 dir, the manifest and the rename. The ranks only fit (rank.py), reading a job file it writes.
 """
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from .. import progress
+from ..pipeline import die_with_parent
 from ..errors import DacliError
 from . import fit
 
@@ -102,16 +102,3 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-
-def die_with_parent() -> None:
-    """A rank must not outlive its launcher, nor the launcher the stage: when the parent is killed (a
-    pre-empted job), Linux sends this process SIGKILL too (prctl PR_SET_PDEATHSIG) instead of leaving
-    it training."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the parent died before the prctl
-        os._exit(1)
