@@ -80,10 +80,12 @@ def test_offline_mode_uses_the_cache_and_says_when_the_model_is_not_in_it(tmp_pa
     assert out.startswith("ERROR model.name_or_path=org/elsewhere is not in the hub cache") and "HF_HUB_OFFLINE=1" in out
 
 
-def _one_error_line(proc, starts: str) -> None:
+def _one_error_line(proc, starts: str) -> str:
+    """The one `error:` line a refused command printed (asserting there is exactly one, and no traceback)."""
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
     assert len(errors) == 1 and errors[0].startswith(starts), proc.stderr
+    return errors[0]
 
 
 def test_each_stage_refuses_a_model_it_cannot_find_before_any_engine(tiny_model, tmp_path):
@@ -103,9 +105,10 @@ def test_each_stage_refuses_a_model_it_cannot_find_before_any_engine(tiny_model,
                     "error: generator.model_path=org/a..b is neither a local directory nor a hub id")
     _one_error_line(env_run("eval", "am", *args, "eval.checkpoint=/no/such/ckpt"),
                     "error: eval.checkpoint=/no/such/ckpt: no such directory")
-    _one_error_line(env_run("eval", "am", *args, "eval.checkpoint=base", "eval.grader.enabled=true",
-                            "eval.grader.engine.backend=vllm", "eval.grader.engine.model_path=/no/grader"),
-                    "error: eval.grader.engine.model_path=/no/grader: no such directory")
+    grader = _one_error_line(env_run("eval", "am", *args, "eval.checkpoint=base", "eval.grader.enabled=true",
+                                     "eval.grader.engine.backend=vllm", "eval.grader.engine.model_path=/no/grader"),
+                             "error: eval.grader.engine.model_path=/no/grader: no such directory")
+    assert "model=smollm2_135m" in grader  # every refusal says what would work
 
 
 def test_config_checks_what_needs_no_network(tiny_model, tmp_path):
