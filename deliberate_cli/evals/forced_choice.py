@@ -24,14 +24,12 @@ sample unscored over reading a choice into it; `unscored` in scores.json says ho
 """
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .. import progress
 from ..cot import split as split_cot
 from ..errors import DacliError
-from .prompted import prompt_file
+from .prompted import generate_once, prompt_file
 from .scoring import rate
 
 LETTERS = ("A", "B")
@@ -113,21 +111,10 @@ def value_rates(samples: List[Dict[str, Any]], values: List[str]) -> Dict[str, D
 
 def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[List[Dict], Dict[str, Any]]:
     """One batched pass over the items (samples_per_scenario samples each, at the eval's temperature)."""
-    from ..backends import Sampling, open_backend
-
     e = cfg.eval
     items = load_items(e)
     convs = [[{"role": "user", "content": render(it)}] for it in items]
-    backend = open_backend(e.engine, model_path, model_cfg)
-    try:
-        with progress.track("samples generated", len(convs) * e.samples_per_scenario) as advance:
-            t0 = time.time()
-            outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, 1.0, e.samples_per_scenario,
-                                                e.engine.seed))
-            seconds = time.time() - t0
-            advance(sum(len(c) for c in outs))
-    finally:
-        backend.close()
+    outs, seconds = generate_once(e, convs, model_path, model_cfg)
     samples = []
     for conv, it, completions in zip(convs, items, outs):
         for k, c in enumerate(completions):

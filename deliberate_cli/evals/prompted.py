@@ -53,15 +53,11 @@ def verdict_of(answer: str, refused_is: str, complied_is: str) -> Tuple[str, str
     return complied_is, "no refusal detected"
 
 
-def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[List[Dict], Dict[str, Any]]:
-    """One batched pass (these sets are small), then the grader for what the refusal detector left
-    ambiguous, when eval.grader is enabled."""
+def generate_once(e, convs, model_path: str, model_cfg):
+    """(samples_per_scenario completions per conversation, engine seconds): one batched pass, as the
+    small prompt evals need, with the eval's sampling settings and a progress line."""
     from ..backends import Sampling, open_backend
-    from . import judge_layer
 
-    e = cfg.eval
-    items = load_items(e)
-    convs = [[{"role": "user", "content": it["prompt"]}] for it in items]
     backend = open_backend(e.engine, model_path, model_cfg)
     try:
         with progress.track("samples generated", len(convs) * e.samples_per_scenario) as advance:
@@ -72,6 +68,18 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
             advance(sum(len(c) for c in outs))
     finally:
         backend.close()
+    return outs, seconds
+
+
+def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[List[Dict], Dict[str, Any]]:
+    """One batched pass (these sets are small), then the grader for what the refusal detector left
+    ambiguous, when eval.grader is enabled."""
+    from . import judge_layer
+
+    e = cfg.eval
+    items = load_items(e)
+    convs = [[{"role": "user", "content": it["prompt"]}] for it in items]
+    outs, seconds = generate_once(e, convs, model_path, model_cfg)
     # the refusal detector's two outcomes, named as this eval's metric counts them
     refused, complied = ("refused", "complied")
     samples = []
