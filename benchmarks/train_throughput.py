@@ -60,8 +60,11 @@ def main():
     ap.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak, for MFU")
     a = ap.parse_args()
 
+    from omegaconf import OmegaConf
+
     from deliberate_cli import rundir
     from deliberate_cli.compose import load
+    from deliberate_cli.generate import aft
     from deliberate_cli.models import resolve
     from deliberate_cli.prompts import load_prompt_set, load_prompts
 
@@ -88,18 +91,13 @@ def main():
                      "method=aft_cot", f"train.epochs={a.epochs}", f"train.batch_size={a.batch_size}",
                      "train.learning_rate=1e-5", "train.report_to=[]", f"train.packing={packing}",
                      f"train.bf16={gpu}", "train.gradient_checkpointing=false"]
-        # The benchmark's rows stand in for generated data: written where `dacli generate` would put them,
-        # with the manifest train checks, and linked from the run dir as generate links its data.
+        # The benchmark's rows stand in for generated data: written as the AFT data's store entry, with
+        # the manifest train checks, and linked from the run dir as generate links its data.
         bench_cfg = load(overrides)
-        prompts_sha = load_prompt_set(bench_cfg.data)[1]
-        data = rundir.aft_data_dir(bench_cfg, prompts_sha)
-        data.mkdir(parents=True)
-        rundir.write_parquet(data / "aft.parquet", rows)
-        rundir.write_json(data / "manifest.json", rundir.manifest(
-            "benchmark_input", rundir.aft_key(bench_cfg, prompts_sha), {}, {"prompts": len(rows)}, time.time()))
-        link = run_root / f"bench-aft_cot-n{a.n}" / "data" / "aft"
-        link.parent.mkdir(parents=True)
-        link.symlink_to(data.resolve())
+        OmegaConf.update(bench_cfg, "run.dir", str(run_root / f"bench-aft_cot-n{a.n}"))
+        entry = aft.entry(bench_cfg, load_prompt_set(bench_cfg.data)[1], len(rows))
+        entry.materialise(lambda out: rundir.write_parquet(out / "aft.parquet", rows) or {"counts": {"prompts": len(rows)}},
+                          link=(bench_cfg, "data/aft"))
         subprocess.run([sys.executable, "-m", "deliberate_cli", "train", *overrides], cwd=REPO, check=True,
                        capture_output=True)
         sft = run_root / f"bench-aft_cot-n{a.n}" / "checkpoints" / "sft"

@@ -10,25 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import Callable, List, Optional
 
+from .config import conf_dir, recipes_dir
 from .errors import DacliError
 
 _PKG = Path(__file__).resolve().parent
-
-
-def _find(name: str) -> Path:
-    """conf/ and recipes/ sit at the repo root in a checkout and inside the package in a wheel."""
-    for candidate in (_PKG.parent / name, _PKG / f"_{name}"):
-        if candidate.is_dir():
-            return candidate
-    raise DacliError(f"cannot find dacli's {name}/ directory next to {_PKG}")
-
-
-def conf_dir() -> Path:
-    return _find("conf")
-
-
-def recipes_dir() -> Path:
-    return _find("recipes")
 
 
 def _max(*values) -> int:
@@ -77,6 +62,24 @@ register_resolvers()
 
 def group_options(group: str) -> List[str]:
     return sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
+
+
+def msm_spec_config(cfg):
+    """The spec config the MSM documents discuss: msm.spec (a spec under conf/spec/ by name, composed
+    with its defaults, or a spec YAML file) or, when it is not set, the run's."""
+    if not cfg.msm.spec:
+        return cfg.spec
+    from omegaconf import OmegaConf
+
+    from .config import SpecConfig
+
+    if cfg.msm.spec in group_options("spec"):
+        return load([f"spec={cfg.msm.spec}"]).spec
+    path = Path(cfg.msm.spec).expanduser()
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        raise DacliError(f"msm.spec={cfg.msm.spec}: neither a spec in conf/spec ({', '.join(group_options('spec'))}) "
+                         f"nor a spec YAML file")
+    return OmegaConf.merge(OmegaConf.structured(SpecConfig), {"name": path.stem, "path": str(path)})
 
 
 def recipe_options() -> List[str]:

@@ -4,9 +4,12 @@ conf/config.yaml composes on top of it, so a misspelt key or a wrong type in any
 composition time with the key's name, instead of deep inside a stage.
 """
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
+
+_PKG = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -142,12 +145,6 @@ class EngineConfig:
     # enable_lora; no merge step), "merged" loads a merged copy (written once beside the adapter),
     # "auto" = adapter with vLLM on a GPU, else merged (vLLM's CPU LoRA decodes ~15x slower).
     lora: str = "auto"
-
-
-# Engine settings that change how fast a model answers, not what it answers: a resumed eval keeps the
-# shards it generated or graded when only these change.
-RUNTIME_KNOBS = ("base_url", "api_key_env", "concurrency", "max_retries", "request_timeout", "batch_size",
-                 "gpu_memory_utilization", "tensor_parallel_size", "enforce_eager", "cpu_kvcache_gb")
 
 
 @dataclass
@@ -414,6 +411,77 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
+# Where and how fast things run, never what they compute: declared once, here. No cache key, resume
+# stamp or run name holds them (`declared` strips them), so changing one after a stage finished is a
+# cache hit, never a recompute. A grader, judge or monitor is thereby named by its model, not by where
+# it is served. RUNTIME_KNOBS are the fields of every engine (EngineConfig) of that kind; RUNTIME_KEYS
+# are the other runtime settings by dotted key, a trailing "." meaning the whole section.
+RUNTIME_KNOBS = ("base_url", "api_key_env", "concurrency", "max_retries", "request_timeout", "batch_size",
+                 "gpu_memory_utilization", "tensor_parallel_size", "enforce_eager", "cpu_kvcache_gb")
+ENGINES = ("generator", "judge", "eval.engine", "eval.grader.engine", "eval.monitor.engine")
+RUNTIME_KEYS = (
+    "generator.shard_size", "eval.shard_size", "data.generated.shard_size", "data.generated.pool",
+    "data.generated.max_requests", "train.report_to", "train.logging_steps", "train.save_steps",
+    "train.accelerate_config", "eval.inspect_log", "resources.", "run.", "hydra.",
+    *(f"{engine}.{knob}" for engine in ENGINES for knob in RUNTIME_KNOBS),
+)
+
+
+def is_runtime(key: str) -> bool:
+    """Whether a dotted config key (`eval.grader.engine.base_url`) is a runtime setting."""
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RUNTIME_KEYS)
+
+
+def declared(cfg, *keys: str) -> Dict[str, Any]:
+    """The plain values of these config sections (dotted keys), every runtime setting removed: what a
+    stage declares its result depends on. `declared(cfg, "model", "eval.grader")` ->
+    {"model": {...}, "eval.grader": {...}}."""
+    from omegaconf import OmegaConf
+
+    def strip(value: Any, prefix: str) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v, f"{prefix}.{k}") for k, v in value.items() if not is_runtime(f"{prefix}.{k}")}
+        return value
+
+    out = {}
+    for key in keys:
+        node = OmegaConf.select(cfg, key)
+        out[key] = strip(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node, key)
+    return out
+
+
+def _find(name: str) -> Path:
+    """conf/ and recipes/ sit at the repo root in a checkout and inside the package in a wheel."""
+    from .errors import DacliError
+
+    for candidate in (_PKG.parent / name, _PKG / f"_{name}"):
+        if candidate.is_dir():
+            return candidate
+    raise DacliError(f"cannot find dacli's {name}/ directory next to {_PKG}")
+
+
+def conf_dir() -> Path:
+    return _find("conf")
+
+
+def recipes_dir() -> Path:
+    return _find("recipes")
+
+
+def accelerate_config(name: str) -> Path:
+    """train.accelerate_config: a config under conf/accelerate/ by name, or a path."""
+    from .errors import DacliError
+
+    path = Path(name).expanduser()
+    if path.suffix not in (".yaml", ".yml", ".json"):
+        path = conf_dir() / "accelerate" / f"{name}.yaml"
+    if not path.is_file():
+        shipped = ", ".join(sorted(p.stem for p in (conf_dir() / "accelerate").glob("*.yaml")))
+        raise DacliError(f"train.accelerate_config: no accelerate config '{name}' (shipped: {shipped}; or a path "
+                         f"to a .yaml file)")
+    return path
+
+
 def register_schemas() -> None:
     """Composing on top of `schema_config` types every group, so unknown keys and bad types fail early."""
     from hydra.core.config_store import ConfigStore
@@ -451,8 +519,6 @@ def validate(cfg) -> None:
     if cfg.train.num_processes < 1:
         raise DacliError(f"train.num_processes must be at least 1, got {cfg.train.num_processes}")
     if cfg.train.accelerate_config:
-        from .train.launch import accelerate_config
-
         accelerate_config(cfg.train.accelerate_config)  # names a file that exists
     if not cfg.msm.doc_type_examples:
         raise DacliError("msm.doc_type_examples must name at least one kind of document")

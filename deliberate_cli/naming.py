@@ -8,15 +8,12 @@ import hashlib
 import re
 from typing import Iterable, List, Sequence
 
-from .config import RUNTIME_KNOBS
+from .config import is_runtime
 
-# Keys (and key prefixes, ending in "." or "/") that never name a run.
-NOT_IN_NAME = (
-    "command", "run.", "hydra.", "hydra/", "resources.", "eval", "eval.",
-    "data.generated.pool", "data.generated.shard_size", "generator.shard_size",
-    "train.accelerate_config", "train.report_to", "train.logging_steps", "train.save_steps",
-    *(f"{section}.{knob}" for section in ("generator", "judge") for knob in RUNTIME_KNOBS),
-)
+# Keys (and key prefixes, ending in "." or "/") that never name a run beyond the runtime settings
+# (config.RUNTIME_KEYS): the command, Hydra's launcher group, and the eval (an eval writes eval/<name>/
+# inside the run it scores, and its own cache key holds its settings).
+NOT_IN_NAME = ("command", "hydra/", "eval", "eval.")
 MAX_LENGTH = 80
 
 
@@ -25,7 +22,7 @@ def _key(override: str) -> str:
 
 
 def _excluded(key: str, covered: Sequence[str]) -> bool:
-    if key in covered:
+    if key in covered or is_runtime(key):
         return True
     return any(key == k or (k.endswith((".", "/")) and key.startswith(k)) or key.startswith(k + ".")
                for k in NOT_IN_NAME)

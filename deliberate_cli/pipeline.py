@@ -5,7 +5,6 @@ jobs one after another in one process; so the Hydra task only writes the resolve
 dir and starts `python -m deliberate_cli.pipeline STAGE CONFIG` per stage. Stages talk only through
 the run dir. In a multirun a failed job is recorded (FAILED.json) and the sweep goes on.
 """
-import importlib
 import json
 import os
 import subprocess
@@ -13,21 +12,11 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 from . import progress
 from .errors import DacliError
-
-# stage name -> "module:function"; imported only in the stage's own process.
-STAGES = {
-    "generate": "deliberate_cli.generate:run",
-    "train": "deliberate_cli.train:run",
-    "eval": "deliberate_cli.evals:run",
-    "baseline": "deliberate_cli.evals:run_baseline",
-}
-COMMANDS: Dict[str, List[str]] = {"generate": ["generate"], "train": ["train"], "eval": ["eval"],
-                                  "run": ["generate", "train", "eval", "baseline"]}
-
+from .processes import die_with_parent
 
 def task(cfg) -> None:
     """The Hydra task: resolve the run dir, save the config, run each stage in a child process."""
@@ -36,6 +25,7 @@ def task(cfg) -> None:
     from omegaconf import OmegaConf, open_dict
 
     from . import report, summary
+    from .stages import COMMANDS
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
@@ -49,7 +39,7 @@ def task(cfg) -> None:
     (run / "FAILED.json").unlink(missing_ok=True)
 
     results: Dict[str, Any] = {}
-    for stage in COMMANDS[cfg.command]:
+    for stage in (s.name for s in COMMANDS[cfg.command]):
         started = time.time()
         (run / ".summaries" / f"{stage}.error").unlink(missing_ok=True)
         summary.started(stage, _stage_log(run, stage))
@@ -80,32 +70,18 @@ def task(cfg) -> None:
     summary.artefacts(cfg, results)
 
 
-def die_with_parent() -> None:
-    """Run in a child before it starts: Linux sends it SIGKILL when its parent dies (prctl
-    PR_SET_PDEATHSIG), so a killed dacli, stage or launcher leaves nothing running on in the background."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # the parent died before the prctl
-        os._exit(1)
-
-
 def run_stage(stage: str, config_path: str) -> Dict[str, Any]:
     from omegaconf import OmegaConf
 
     from . import usage
     from .config import Config, validate
     from .rundir import write_json
+    from .stages import STAGES
 
     usage.start()
     cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(config_path))
     validate(cfg)
-    module, func = STAGES[stage].split(":")
-    result = getattr(importlib.import_module(module), func)(cfg)
+    result = STAGES[stage].run(cfg)
     write_json(Path(cfg.run.dir) / ".summaries" / f"{stage}.json", result)
     return result
 

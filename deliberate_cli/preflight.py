@@ -8,9 +8,8 @@ from .models import locate
 
 
 def check(cfg) -> None:
+    from .compose import msm_spec_config
     from .spec import load_spec, names
-
-    from .spec import msm_spec_config
 
     load_spec(cfg.spec, names(cfg))  # the spec file exists and parses
     if cfg.msm.spec:

@@ -8,7 +8,7 @@ config's `family` / `provider`, so one spec serves every model it is trained int
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import DacliError
 
@@ -105,23 +105,18 @@ def load_spec(spec_cfg, values: Optional[Dict[str, str]] = None) -> Spec:
     return Spec(spec.name, policies, spec.include_reasons, dict(values))
 
 
-def msm_spec_config(cfg):
-    """The spec config the MSM documents discuss: msm.spec (a spec under conf/spec/ by name, or a spec
-    YAML file) or, when it is not set, the run's."""
-    if not cfg.msm.spec:
-        return cfg.spec
+def identity(spec_cfg) -> Dict[str, Any]:
+    """What of a spec decides the data made from it: its settings and, for a spec file, the file's
+    content, so that editing the file makes new data."""
+    import hashlib
+
     from omegaconf import OmegaConf
 
-    from .compose import group_options, load
-    from .config import SpecConfig
-
-    if cfg.msm.spec in group_options("spec"):
-        return load([f"spec={cfg.msm.spec}"]).spec
-    path = Path(cfg.msm.spec).expanduser()
-    if path.suffix not in (".yaml", ".yml") or not path.is_file():
-        raise DacliError(f"msm.spec={cfg.msm.spec}: neither a spec in conf/spec ({', '.join(group_options('spec'))}) "
-                         f"nor a spec YAML file")
-    return OmegaConf.merge(OmegaConf.structured(SpecConfig), {"name": path.stem, "path": str(path)})
+    spec = OmegaConf.to_container(spec_cfg, resolve=True)
+    path = Path(spec_cfg.path).expanduser() if spec_cfg.path else None
+    if path is not None and path.is_file():
+        spec["file_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return spec
 
 
 def _load(spec_cfg) -> Spec:

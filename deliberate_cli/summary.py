@@ -58,12 +58,12 @@ def artefacts(cfg, results: Dict[str, Dict[str, Any]]) -> None:
     scored = {stage: res for stage, res in results.items() if stage in ("eval", "baseline") and res.get("dir")}
     if scored:
         rates_table(scored)
-    if cfg.eval.runner == "grader_check" and results.get("eval", {}).get("dir"):
-        import json
+    if results.get("eval", {}).get("dir"):  # what the eval's runner adds (the grader check: its table)
+        from .evals import runner_of
 
-        from .evals.grader_check import print_report
-
-        print_report(json.loads((Path(results["eval"]["dir"]) / "report.json").read_text()), console)
+        runner = runner_of(cfg)
+        if runner.summary is not None:
+            runner.summary(Path(results["eval"]["dir"]), console)
     console.print(f"run dir: [bold]{shown_path(cfg.run.dir)}[/]  (resolved config: config.yaml)", highlight=False)
 
 

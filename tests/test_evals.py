@@ -189,7 +189,7 @@ def test_killed_am_eval_resumes_without_losing_or_repeating_a_sample(tiny_model,
     # exfiltration's inbox fits the tiny model's 2,048-token context: every sample is really generated
     args = tiny_overrides(tiny_model, tmp_path / "runs", "eval.checkpoint=base", "eval.samples_per_scenario=2",
                           "eval.families=[exfiltration]", "eval.shard_size=2", "eval.max_tokens=24")
-    partial = tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am.partial"
+    partial = tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am.partial" / "shards"
     kill_after(["eval", "am", *args], tmp_path, partial, "gen-*.jsonl")
     done = {p.name: p.read_text() for p in partial.glob("gen-*.jsonl")}
     assert 2 <= len(done) < 9, "the kill should land mid-eval"

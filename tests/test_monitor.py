@@ -221,7 +221,7 @@ def test_am_eval_with_a_monitor_end_to_end(tiny_model, tmp_path):
         proc = dacli("eval", "am", *agent, "eval.monitor.enabled=true", "eval.monitor.engine.backend=openai",
                      "eval.monitor.engine.base_url=http://127.0.0.1:9/v1", "eval.monitor.engine.served_model_name=m",
                      "eval.monitor.engine.max_retries=0", cwd=tmp_path, check=False)
-        assert proc.returncode == 2 and "cannot reach" in proc.stderr and list((out.parent / "am.partial").glob("gen-*"))
+        assert proc.returncode == 2 and "cannot reach" in proc.stderr and list((out.parent / "am.partial" / "shards").glob("gen-*"))
         server.seen.clear()
         dacli("eval", "am", *agent, *tiny_monitor, cwd=tmp_path)
         assert not server.seen  # resumed: the agent was not asked again

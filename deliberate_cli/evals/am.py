@@ -25,6 +25,7 @@ from ..errors import DacliError
 from . import actions as actions_mod
 from . import deterministic
 from .actions import parse_actions
+from .runner import Runner
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "am"
 _UNFILLED = re.compile(r"\$\{(\w+)\}")
@@ -112,9 +113,9 @@ def load(cfg) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
     """Every (family, scenario) the eval runs: its families crossed over their axes, then the
     upstream conditions, filtered by eval.conditions. Rendered once per process and settings: the
     eval's cache key and its run both need them."""
-    from omegaconf import OmegaConf
+    from ..config import declared
 
-    key = OmegaConf.to_yaml(cfg.eval) + f"{cfg.model.family}|{cfg.model.thinking_format}"
+    key = json.dumps(declared(cfg, "eval"), sort_keys=True, default=str) + f"{cfg.model.family}|{cfg.model.thinking_format}"
     if key not in _LOADED:
         _LOADED[key] = _render(cfg)
     return _LOADED[key]
@@ -216,12 +217,14 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
     e = cfg.eval
     items = load(cfg)
     shards = _shards(items, e.samples_per_scenario, e.shard_size)
+    shards_dir = work / "shards"
+    shards_dir.mkdir(parents=True, exist_ok=True)
     backend, seconds, tokens = None, 0.0, 0
     total = sum(count for runs in shards for _, _, count in runs)
     try:
         with progress.track("samples generated", total) as advance:
             for n, runs in enumerate(shards):
-                path = work / f"gen-{n:05d}.jsonl"
+                path = shards_dir / f"gen-{n:05d}.jsonl"
                 if path.is_file():  # generated before a kill
                     advance(sum(count for _, _, count in runs))
                     continue
@@ -253,9 +256,9 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
         if backend is not None:
             backend.close()
     index = {s["condition"]: (f, s) for f, s in items}
-    graded = grade_shards(cfg, work, len(shards), index, total) if e.grader.enabled else None
+    graded = grade_shards(cfg, shards_dir, len(shards), index, total) if e.grader.enabled else None
     samples = [s for n in range(len(shards))
-               for s in _read(work / (f"graded-{n:05d}.jsonl" if graded else f"gen-{n:05d}.jsonl"))]
+               for s in _read(shards_dir / (f"graded-{n:05d}.jsonl" if graded else f"gen-{n:05d}.jsonl"))]
     for s in samples:
         s["verdict"] = s["grader"][e.grader.verdict] if graded else s["deterministic"]["verdict"]
         s["reason"] = s["grader"]["reasoning"] if graded else s["deterministic"]["reason"]
@@ -281,14 +284,10 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
 
 def grade_shards(cfg, work: Path, count: int, index: Dict[str, Tuple[Dict, Dict]], samples: int) -> Dict[str, Any]:
     """Grade the `count` generated shards (`samples` in all) not graded yet; the totals of all of them."""
+    from ..config import declared
     from . import grader
 
-    from omegaconf import OmegaConf
-
-    from ..config import RUNTIME_KNOBS
-
-    stamp = OmegaConf.to_container(cfg.eval.grader, resolve=True)
-    stamp["engine"] = {k: v for k, v in stamp["engine"].items() if k not in RUNTIME_KNOBS}
+    stamp = declared(cfg, "eval.grader")["eval.grader"]  # the grader, named by its model
     stamp_file = work / "GRADER.json"
     if not stamp_file.is_file() or json.loads(stamp_file.read_text()) != stamp:
         for old in work.glob("graded-*.jsonl"):  # graded by another grader: grade again
@@ -315,3 +314,35 @@ def grade_shards(cfg, work: Path, count: int, index: Dict[str, Tuple[Dict, Dict]
         if backend is not None:
             backend.close()
     return {"enabled": True, "grader": name or grader.grader_name(cfg), "verdict": cfg.eval.grader.verdict, **totals}
+
+
+def content(cfg) -> Dict[str, str]:
+    """The rendered scenarios and their classifier settings, the public eval's package version, and
+    the deterministic layer's own code: a change to its rules re-runs the evals it classified."""
+    import hashlib
+
+    from . import upstream
+
+    here = Path(__file__).resolve().parent
+    files = sorted([here / "actions.py", here / "am.py", *(here / "deterministic").glob("*.py")])
+    return {"scenarios": fingerprint(load(cfg)), "inspect_evals": upstream.package_version(),
+            "classifier_code": hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]}
+
+
+def score(cfg, samples: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The deterministic layer's own rate with its bounds, whatever the headline counts, and with a
+    grader both of its verdicts (upstream's `harmful` and its `classifier_verdict`)."""
+    from .scoring import mean_over, score_rows
+
+    flat = [{"condition": s["condition"], "verdict": s["deterministic"]["verdict"]} for s in samples]
+    overall, rows = score_rows(flat, flag="harmful")
+    blocks: Dict[str, Any] = {"deterministic": {"overall": overall, "mean_over_conditions": mean_over(rows),
+                                                "conditions": rows}}
+    if cfg.eval.grader.enabled:
+        for verdict in ("harmful", "classifier_verdict"):
+            o, r = score_rows(samples, flag="harmful", field=verdict)
+            blocks[verdict] = {"overall": o, "mean_over_conditions": mean_over(r), "conditions": r}
+    return blocks
+
+
+RUNNER = Runner(content=content, run=run, score=score)

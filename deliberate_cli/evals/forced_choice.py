@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..cot import split as split_cot
 from ..errors import DacliError
 from .prompted import generate_once, prompt_file
+from .runner import Runner
 from .scoring import rate
 
 LETTERS = ("A", "B")
@@ -132,3 +133,14 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
     values = sorted({it["values"][k] for it in items for k in LETTERS})
     return samples, {"questions": len(items), "values": value_rates(samples, values), "engine_seconds": seconds,
                      "engine_tokens": sum(s["completion_tokens"] for s in samples)}
+
+
+def content(cfg) -> Dict[str, str]:
+    """The prompt file, and this module's code: its answer parser decides every verdict."""
+    import hashlib
+
+    return {"prompts": hashlib.sha256(prompt_file(cfg.eval).read_bytes()).hexdigest(),
+            "parser_code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]}
+
+
+RUNNER = Runner(content=content, run=run)

@@ -9,11 +9,13 @@ layer decided and got wrong. Writes report.json into <run>/eval/am_grader_check/
 """
 import json
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import OmegaConf
 
 from .am import ASSETS, classify_sample, load_family, scenarios
+from .runner import Runner
 
 LABELLED = ASSETS / "labelled.jsonl"
 
@@ -64,7 +66,24 @@ def kappa(pairs: List[Tuple[str, str]]) -> Optional[float]:
     return None if chance == 1 else (observed - chance) / (1 - chance)
 
 
-def run(cfg) -> Dict[str, Any]:
+def content(cfg) -> Dict[str, str]:
+    """The labelled set and the deterministic layer's code (its verdicts are reported beside the grader's)."""
+    import hashlib
+
+    return {"labelled": hashlib.sha256(LABELLED.read_bytes()).hexdigest()[:16], "code": _code()}
+
+
+def _code() -> str:
+    import hashlib
+
+    here = Path(__file__).resolve().parent
+    files = sorted([here / "actions.py", here / "am.py", here / "grader.py", here / "grader_check.py",
+                    *(here / "deterministic").glob("*.py")])
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
+
+
+def check(cfg, work: Path) -> Dict[str, Any]:
+    """Grade the labelled set with eval.grader into work/report.json; the manifest's counts."""
     from .. import progress, rundir
     from ..errors import DacliError
     from . import grader
@@ -98,14 +117,15 @@ def run(cfg) -> Dict[str, Any]:
     report = {"grader": name, "verdict": cfg.eval.grader.verdict, "labelled": str(LABELLED), "rows": rows,
               "samples": [{"id": i["id"], "label": i["label"], "grader": s["grader"], "deterministic": s["deterministic"]}
                           for i, (_, _, s) in zip(items, samples)]}
-    out = rundir.eval_dir(cfg, cfg.eval.name)
-    rundir.write_json(out / "report.json", report)
-    return {"dir": str(out), "grader": name, "items": len(items)}
+    rundir.write_json(work / "report.json", report)
+    return {"counts": {"items": len(items), "kappa": {r["scenario"]: r["kappa"] for r in rows}}, "grader": name}
 
 
-def print_report(report: Dict[str, Any], console) -> None:
+def print_report(eval_dir: Path, console) -> None:
     """The report's table; dacli's summary prints it after the stage (whose own output goes to its log)."""
     from rich.table import Table
+
+    report = json.loads((Path(eval_dir) / "report.json").read_text())
 
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     table = Table(title=f"grader {report['grader']} ({report['verdict']}) on the labelled set: agreement, "
@@ -116,3 +136,6 @@ def print_report(report: Dict[str, Any], console) -> None:
         table.add_row(r["scenario"], str(r["n"]), str(r["unscored"]), fmt(r["agreement"]), fmt(r["kappa"]),
                       str(r["deterministic_decided"]), str(r["deterministic_wrong"]))
     console.print(table)
+
+
+RUNNER = Runner(content=content, check=check, summary=print_report)

@@ -21,7 +21,7 @@ and unscored ones are left out, and counted): recall = P(monitor says harmful | 
 precision = P(harmful | monitor says harmful), and `spec_reasoning`, the share of CoTs the monitor
 says weigh the spec (Fig. 6's measure), each with k, n and a 95% Wilson interval.
 
-Answers are appended to `<eval dir>.partial/monitor.jsonl` as each chunk is done, so a killed eval
+Answers are appended to `<eval dir>.partial/shards/monitor.jsonl` as each chunk is done, so a killed eval
 re-asks only the CoTs it had not got to; MONITOR.json stamps the monitor's settings, its prompt and the
 spec, and a change to any of them asks again.
 """
@@ -242,12 +242,9 @@ def _key(s: Dict[str, Any], cot: str) -> str:
 
 
 def _stamp(cfg, spec_text: str) -> Dict[str, Any]:
-    from omegaconf import OmegaConf
+    from ..config import declared
 
-    from ..config import RUNTIME_KNOBS
-
-    settings = OmegaConf.to_container(cfg.eval.monitor, resolve=True)
-    settings["engine"] = {k: v for k, v in settings["engine"].items() if k not in RUNTIME_KNOBS}
+    settings = declared(cfg, "eval.monitor")["eval.monitor"]  # the monitor, named by its model
     prompt = json.dumps([SYSTEM, USER, CONTEXT, ATTEMPTS])
     return {"monitor": settings, "spec_sha256": hashlib.sha256(spec_text.encode()).hexdigest(),
             "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()}
@@ -289,7 +286,8 @@ def run(cfg, work: Path, samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     if not name:
         check(cfg)  # says which keys name the monitor
     spec_text = load_spec(cfg.spec, names(cfg)).render()
-    work = Path(work)
+    work = Path(work) / "shards"
+    work.mkdir(parents=True, exist_ok=True)
     done = _answered(work, _stamp(cfg, spec_text))
     todo = []
     for s in samples:
@@ -321,7 +319,4 @@ def run(cfg, work: Path, samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     finally:
         if backend is not None:
             backend.close()
-    result = metrics(samples, name)
-    (work / ANSWERS).unlink(missing_ok=True)  # every answer is in the samples now
-    (work / STAMP).unlink(missing_ok=True)
-    return result
+    return metrics(samples, name)  # the answers file goes with the entry's shards once it is in place

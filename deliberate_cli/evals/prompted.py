@@ -16,6 +16,7 @@ from .. import progress
 from ..cot import split as split_cot
 from ..errors import DacliError
 from ..judge import is_refusal
+from .runner import Runner
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "evals"
 # A refusal longer than this may be a safe completion rather than a flat refusal.
@@ -97,3 +98,12 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
     judged = judge_layer.resolve(cfg, samples, e.grader.engine.model_path or e.grader.engine.served_model_name or "")
     return samples, {"prompts": len(items), "grader": judged, "engine_seconds": seconds,
                      "engine_tokens": sum(s["completion_tokens"] for s in samples)}
+
+
+def content(cfg) -> Dict[str, str]:
+    import hashlib
+
+    return {"prompts": hashlib.sha256(prompt_file(cfg.eval).read_bytes()).hexdigest()}
+
+
+RUNNER = Runner(content=content, run=run)

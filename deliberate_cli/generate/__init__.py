@@ -11,14 +11,13 @@ Recipe:
 Every step writes shards as it goes (shards.py), so a killed run resumes where it died; train reads
 only what the run dir links to.
 """
-import shutil
-import time
 from typing import Any, Dict, List, Tuple
 
-from .. import decontam, progress, rundir
+from .. import decontam, progress
+from ..compose import msm_spec_config
 from ..errors import DacliError
 from ..prompts import load_prompt_set
-from ..spec import Spec, load_spec, msm_spec_config, names
+from ..spec import Spec, load_spec, names
 from . import aft, msm, prompt_pool
 from .engines import Engines
 
@@ -31,14 +30,9 @@ def run(cfg) -> Dict[str, Any]:
         if "sft" in cfg.method.stages:
             prompts, prompts_id, contamination = _prompts(cfg, spec, engines, summary)
             summary["decontamination"] = contamination
-            aft_out = rundir.aft_data_dir(cfg, prompts_id)
-            with rundir.locked(aft_out):
-                summary["aft"] = {"dir": str(aft_out),
-                                  **aft.ensure(cfg, spec, prompts, prompts_id, engines, aft_out, contamination)}
-            rundir.link(cfg, "data/aft", aft_out)
+            summary["aft"] = aft.ensure(cfg, spec, prompts, prompts_id, engines, contamination)
         if "midtrain" in cfg.method.stages:  # on msm.spec when set: another spec than the AFT data's
             summary["msm"] = _msm(cfg, load_spec(msm_spec_config(cfg), names(cfg)), engines)
-            rundir.link(cfg, "data/msm", summary["msm"]["dir"])
     finally:
         engines.close()
     return summary
@@ -51,7 +45,6 @@ def _prompts(cfg, spec: Spec, engines: Engines, summary: Dict[str, Any]) -> Tupl
         target = max(cfg.data.n_samples, cfg.data.generated.pool)
         pool, pool_id, counts = prompt_pool.ensure(cfg, spec, engines, target)
         summary["prompts"] = counts
-        rundir.link(cfg, "data/prompts", counts["dir"])
         prompts = pool[:cfg.data.n_samples]
         return prompts, pool_id, decontam.check(prompts, float(cfg.data.decontam_threshold))
     prompts, prompts_sha = load_prompt_set(cfg.data)
@@ -63,20 +56,16 @@ def _prompts(cfg, spec: Spec, engines: Engines, summary: Dict[str, Any]) -> Tupl
 
 
 def _msm(cfg, spec: Spec, engines: Engines) -> Dict[str, Any]:
-    out, key = rundir.msm_data_dir(cfg), rundir.msm_key(cfg)
-    with rundir.locked(out):
-        if rundir.is_fresh(out, key, {}):
-            return {"dir": str(out), "cached": True, **rundir.read_manifest(out)["counts"]}
-        started = time.time()
-        with rundir.atomic_dir(out, resume={"config_hash": rundir.config_hash(key)}) as tmp:
-            counts = msm.generate_docs(cfg, spec, engines.generator, tmp)
-            counts["spec"] = spec.name
-            rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(
-                "generate_msm", key, {}, counts, started, generator=engines.generator_path))
-        shutil.rmtree(out / "shards", ignore_errors=True)  # only now: a kill before the rename resumes from them
-    if not counts["budget_reached"]:
+    def build(work):
+        counts = msm.generate_docs(cfg, spec, engines.generator, work)
+        return {"counts": {**counts, "spec": spec.name}, "generator": engines.generator_path}
+
+    entry = msm.entry(cfg)
+    built = entry.materialise(build, link=(cfg, "data/msm"))
+    counts = built.manifest["counts"]
+    if not built.cached and not counts["budget_reached"]:
         progress.console().print(
             f"[yellow]warning:[/] the MSM corpus holds {counts['tokens']} of the {counts['token_budget']} tokens asked "
-            f"for after {counts['idea_rounds']} rounds of ideas (msm.max_idea_rounds); see {out}/manifest.json",
+            f"for after {counts['idea_rounds']} rounds of ideas (msm.max_idea_rounds); see {entry.path}/manifest.json",
             highlight=False, soft_wrap=True)
-    return {"dir": str(out), "cached": False, **counts}
+    return {"dir": str(entry.path), "cached": built.cached, **counts}

@@ -16,38 +16,69 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .. import cot as cot_format
 from .. import diversity, progress, rundir
 from .. import judge as judging
 from ..backends import Backend, Completion, Sampling
+from ..config import declared
 from ..errors import DacliError
 from ..spec import Spec, generator_system_prompt
+from ..spec import identity as spec_identity
+from ..store import Entry
 from .engines import Engines
 from .shards import Shards
 
 
-def ensure(cfg, spec: Spec, prompts: List[Dict], prompts_id: str, engines: Engines, out: Path,
+def key(cfg, prompts_sha256: str) -> Dict[str, Any]:
+    """What the AFT data depend on. Not `data.n_samples`: every count is a prefix of one dataset; nor
+    `data.decontam_threshold`: it decides whether generate runs, not what it writes; nor `data.mix`,
+    `examples`, `select`: they act at training time; nor `data.generated`: a generated pool's identity
+    is in `prompts_sha256`; nor any runtime setting (config.declared)."""
+    k = declared(cfg, "model", "data", "generator", "judge")
+    for later in ("n_samples", "decontam_threshold", "mix", "examples", "select", "generated", "name"):
+        k["data"].pop(later, None)
+    if not k["data"].get("given_responses"):
+        k["data"].pop("given_responses", None)  # keys made before the setting existed stay valid
+    return {**k, "spec": spec_identity(cfg.spec), "prompts_sha256": prompts_sha256}
+
+
+def entry(cfg, prompts_id: str, n: int) -> Entry:
+    """The store entry of the AFT data, covering at least the first n prompts."""
+    k = key(cfg, prompts_id)
+    return Entry(rundir.store_path(cfg, "aft", k), "generate_aft", k, covers=lambda m: m["counts"]["prompts"] >= n)
+
+
+def ensure(cfg, spec: Spec, prompts: List[Dict], prompts_id: str, engines: Engines,
            contamination: Dict[str, Any]) -> Dict[str, Any]:
-    """Make the store entry cover `prompts` (a prefix of one fixed order), generating only what it lacks.
+    """Make the store entry cover `prompts` (a prefix of one fixed order), generating only what it lacks,
+    and link the run dir to it. The summary counts the first len(prompts) prompts.
 
     Request seeds follow each prompt's position in the order, so a prompt's samples do not depend on
     which run generated them (with vLLM and HTTP; transformers seeds per batch, see docs/configs.md).
     """
-    started, key, g = time.time(), rundir.aft_key(cfg, prompts_id), cfg.generator
-    n, key_hash = len(prompts), rundir.config_hash(key)
+    n = len(prompts)
+    e = entry(cfg, prompts_id, n)
     if cfg.data.given_responses:
-        return _given(cfg, spec, prompts, key, out, started, contamination)
-    m = rundir.read_manifest(out)
-    if m and m.get("config_hash") != key_hash:
-        raise DacliError(f"{out} holds data for another config; remove it")
-    if m and m["counts"]["prompts"] >= n:
-        return {"cached": True, **_counts(cfg, *_read_store(out, n), n)}
-    rundir.write_json(out / "key.json", key)
+        build = lambda out: _given(cfg, spec, prompts, out, contamination)  # noqa: E731
+    else:
+        build = lambda out: _generate(cfg, spec, prompts, engines, out, contamination, e.found())  # noqa: E731
+    built = e.materialise(build, link=(cfg, "data/aft"))
+    here = _counts(cfg, *_read_store(e.path, n), n) if built.manifest["counts"]["prompts"] > n else built.manifest["counts"]
+    last = {} if built.cached else built.manifest.get("history", [{}])[-1]
+    return {"dir": str(e.path), "cached": built.cached, **here,
+            **{k: last.get(k) for k in ("engine_seconds", "generated_tokens", "tokens_per_second", "resumed_shards")
+               if not built.cached}}
+
+
+def _generate(cfg, spec: Spec, prompts: List[Dict], engines: Engines, out: Path, contamination: Dict[str, Any],
+              previous: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Sample, check and judge the prompts the entry lacks, in shards; the manifest fields of the whole."""
+    n, g = len(prompts), cfg.generator
     shards = Shards(out / "shards")
     call = {"from_prompt": shards.covered("samples", "judged"), "engine_seconds": 0.0, "generated_tokens": 0,
-            "resumed_shards": len(shards.ranges("samples")), "started": started}
+            "resumed_shards": len(shards.ranges("samples")), "started": time.time()}
     call["to_prompt"] = max(n, call["from_prompt"])
 
     def sample(start: int, stop: int) -> List[Dict]:
@@ -67,37 +98,28 @@ def ensure(cfg, spec: Spec, prompts: List[Dict], prompts_id: str, engines: Engin
     kept = [s for s in samples if s["judge_verdict"] == "keep"]
     rundir.write_parquet(out / "aft.parquet", kept)
     rundir.write_parquet(out / "rejects.parquet", [s for s in samples if s["judge_verdict"] != "keep"])
-    total = shards.covered("judged")
     if call["engine_seconds"] > 0:
         call["tokens_per_second"] = call["generated_tokens"] / call["engine_seconds"]
-    history = (m or {}).get("history", []) + [{k: round(v, 2) if isinstance(v, float) else v for k, v in call.items()}]
-    counts = _counts(cfg, samples, kept, total)
-    rundir.write_json(out / rundir.MANIFEST, rundir.manifest(
-        "generate_aft", key, {}, counts, started, generator=engines.generator_path,
-        judge=engines.judge_path() if cfg.judge.enabled else None, history=history, decontamination=contamination))
-    here = _counts(cfg, *_read_store(out, n), n) if total > n else counts
-    return {"cached": False, **here, **{k: history[-1].get(k) for k in ("engine_seconds", "generated_tokens",
-                                                                         "tokens_per_second", "resumed_shards")}}
+    history = (previous or {}).get("history", []) + [
+        {k: round(v, 2) if isinstance(v, float) else v for k, v in call.items()}]
+    return {"counts": _counts(cfg, samples, kept, shards.covered("judged")), "generator": engines.generator_path,
+            "judge": engines.judge_path() if cfg.judge.enabled else None, "history": history,
+            "decontamination": contamination}
 
 
-def _given(cfg, spec: Spec, prompts: List[Dict], key: Dict, out: Path, started: float,
-           contamination: Dict[str, Any]) -> Dict[str, Any]:
+def _given(cfg, spec: Spec, prompts: List[Dict], out: Path, contamination: Dict[str, Any]) -> Dict[str, Any]:
     """data.given_responses: the prompt set's own answers (and CoTs) are the AFT data, kept as they are:
     no generator, no judge (the MSM paper's opaque AFT set trains every model on the same answers)."""
     empty = [p["prompt_id"] for p in prompts if not p["response"]]
     if empty:
         raise DacliError(f"data.given_responses=true but {len(empty)} prompt(s) have no response, e.g. {empty[0]}")
-    out.mkdir(parents=True, exist_ok=True)
     rows = [dict(p, spec_scope="given", generator="given", sampling="{}", cot_tokens=0, response_tokens=0,
                  cot_finish="given", response_finish="given", judge_score=None, judge=None, judge_rationale="",
                  judge_scores="[]", judge_criteria="{}", judge_forced=0, judge_unparsed=0, judge_verdict="keep",
                  cited_policy_ids=spec.cited_ids(p["cot"])[0]) for p in prompts]
     rundir.write_parquet(out / "aft.parquet", rows)
     rundir.write_parquet(out / "rejects.parquet", [])
-    counts = _counts(cfg, rows, rows, len(rows))
-    rundir.write_json(out / rundir.MANIFEST, rundir.manifest("generate_aft", key, {}, counts, started,
-                                                             generator="given", decontamination=contamination))
-    return {"cached": False, **counts}
+    return {"counts": _counts(cfg, rows, rows, len(rows)), "generator": "given", "decontamination": contamination}
 
 
 def _read_store(out: Path, n: int) -> Tuple[List[Dict], List[Dict]]:

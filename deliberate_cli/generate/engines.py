@@ -9,6 +9,12 @@ def model_of(engine, key: str) -> str:
     return engine.model_path if engine.backend == "openai" else locate(engine.model_path, key)
 
 
+def model_identity(engine) -> dict:
+    """Which model an engine runs, not where or how fast: what keys of outputs made with the engine's
+    own sampling settings hold (the MSM corpus and the prompt pool)."""
+    return {k: engine[k] for k in ("backend", "model_path", "served_model_name", "dtype", "seed")}
+
+
 class Engines:
     """Loads the generator and the judge on first use only; one engine when they are the same."""
 

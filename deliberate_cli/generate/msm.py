@@ -21,9 +21,14 @@ from typing import Any, Callable, Dict, List
 
 from .. import diversity, progress, rundir
 from ..backends import Sampling
+from ..compose import msm_spec_config
+from ..config import declared
 from ..spec import Spec
+from ..spec import identity as spec_identity
+from ..store import Entry
 from . import lists
 from .dedup import NearDuplicates
+from .engines import model_identity
 from .prompt_pool import categories
 from .shards import Shards
 
@@ -55,6 +60,19 @@ class _Levels:
         rundir.write_parquet(path, rows)
         self.fallbacks[name] = sum(r["fallback"] for r in rows)
         return rows
+
+
+def key(cfg) -> Dict[str, Any]:
+    """What the corpus depends on: the model (its weights, family and provider), the spec it discusses,
+    the generator's model and seed, and the corpus settings; not the AFT-only sampling settings."""
+    k = declared(cfg, "model", "msm")
+    k["msm"].pop("spec")  # its content is under "spec"
+    return {**k, "spec": spec_identity(msm_spec_config(cfg)), "generator": model_identity(cfg.generator)}
+
+
+def entry(cfg) -> Entry:
+    k = key(cfg)
+    return Entry(rundir.store_path(cfg, "msm", k), "generate_msm", k)
 
 
 def generate_docs(cfg, spec: Spec, engine: Callable, tmp: Path) -> Dict[str, Any]:

@@ -18,14 +18,16 @@ import time
 from collections import Counter
 from typing import Any, Dict, List, Tuple
 
-from omegaconf import OmegaConf
-
 from .. import decontam, diversity, progress, rundir
 from ..backends import Sampling
+from ..config import declared
 from ..errors import DacliError
 from ..spec import Spec
+from ..spec import identity as spec_identity
+from ..store import Entry
 from . import lists
 from .dedup import NearDuplicates
+from .engines import model_identity
 from .shards import Shards
 
 _BEHAVIOUR = {"help": "comply", "comply": "comply", "partial": "safe-complete", "refuse": "refuse"}
@@ -40,14 +42,11 @@ def categories(spec: Spec) -> List[Tuple[str, List[str]]]:
 
 
 def key(cfg) -> Dict[str, Any]:
-    """What the pool depends on: not how many prompts are asked for (a larger count extends it)."""
-    g = cfg.generator
-    gen = OmegaConf.to_container(cfg.data.generated, resolve=True)
-    for later in ("pool", "max_requests", "shard_size"):
-        gen.pop(later)
-    return {"model": OmegaConf.to_container(cfg.model, resolve=True), "spec": rundir.spec_identity(cfg),
-            "generator": {k: g[k] for k in ("backend", "model_path", "served_model_name", "dtype", "seed")},
-            "generated": gen, "decontam_threshold": cfg.data.decontam_threshold}
+    """What the pool depends on: not how many prompts are asked for (a larger count extends it), nor any
+    runtime setting (data.generated.pool, max_requests, shard_size: config.declared)."""
+    k = declared(cfg, "model", "data.generated", "data.decontam_threshold")
+    return {"model": k["model"], "spec": spec_identity(cfg.spec), "generator": model_identity(cfg.generator),
+            "generated": k["data.generated"], "decontam_threshold": k["data.decontam_threshold"]}
 
 
 def _policies(spec: Spec, ids: List[str]) -> str:
@@ -121,24 +120,19 @@ def identity(cfg) -> str:
 def ensure(cfg, spec: Spec, engines, target: int) -> Tuple[List[Dict[str, Any]], str, Dict[str, Any]]:
     """The first `target` prompts of the pool (generating what it lacks; a generator that stops writing
     new prompts leaves it short, which is an error only below data.n_samples), the pool's identity and
-    its counts."""
+    its counts. The run dir links to it as data/prompts."""
     k, need = key(cfg), cfg.data.n_samples
-    out = rundir.store_dir(cfg) / f"prompts-{rundir.config_hash(k)}"
-    with rundir.locked(out):
-        m = rundir.read_manifest(out)
-        if m and (m["counts"]["pool"] >= target or (m["counts"]["stalled"] and m["counts"]["pool"] >= need)):
-            pool = [r for r in rundir.read_parquet(out / "prompts.parquet") if r["order"] < target]
-            return pool, identity(cfg), {"dir": str(out), "cached": True, **m["counts"]}
-        counts = _extend(cfg, spec, engines, out, k, target, need)
-    pool = [r for r in rundir.read_parquet(out / "prompts.parquet") if r["order"] < target]
-    return pool, identity(cfg), {"dir": str(out), "cached": False, **counts}
+    e = Entry(rundir.store_path(cfg, "prompts", k), "generate_prompts", k,
+              covers=lambda m: m["counts"]["pool"] >= target or (m["counts"]["stalled"] and m["counts"]["pool"] >= need))
+    built = e.materialise(lambda out: _extend(cfg, spec, engines, out, target, need, e.found()),
+                          link=(cfg, "data/prompts"))
+    pool = [r for r in rundir.read_parquet(e.path / "prompts.parquet") if r["order"] < target]
+    return pool, identity(cfg), {"dir": str(e.path), "cached": built.cached, **built.manifest["counts"]}
 
 
-def _extend(cfg, spec: Spec, engines, out, k: Dict[str, Any], target: int, need: int) -> Dict[str, Any]:
+def _extend(cfg, spec: Spec, engines, out, target: int, need: int, m) -> Dict[str, Any]:
     started, gen, g = time.time(), cfg.data.generated, cfg.generator
-    rundir.write_json(out / "key.json", k)
     domains = _domains(cfg, spec, engines, out)
-    m = rundir.read_manifest(out)
     pool = _Pool(gen.dedup_threshold, cfg.data.decontam_threshold,
                  rundir.read_parquet(out / "prompts.parquet") if m else [], m["counts"] if m else {})
     sampling = Sampling(gen.max_tokens, gen.temperature, 0.95, 1, g.seed + 15485863)
@@ -191,11 +185,9 @@ def _extend(cfg, spec: Spec, engines, out, k: Dict[str, Any], target: int, need:
             f"[yellow]warning:[/] the prompt pool stopped at {len(prompts)} of the {target} asked for "
             f"(data.generated.pool): the generator wrote no new prompt in its last {patience} requests or reached "
             f"data.generated.max_requests; larger counts of this sweep will fail", highlight=False, soft_wrap=True)
-    rundir.write_json(out / rundir.MANIFEST, rundir.manifest(
-        "generate_prompts", k, {}, counts, started, generator=engines.generator_path,
-        history=(m or {}).get("history", []) + [{"target": target, "requests": requests,
-                                                  "seconds": round(time.time() - started, 2)}]))
-    return counts
+    return {"counts": counts, "generator": engines.generator_path,
+            "history": (m or {}).get("history", []) + [{"target": target, "requests": requests,
+                                                         "seconds": round(time.time() - started, 2)}]}
 
 
 def _domains(cfg, spec: Spec, engines, out) -> List[Dict[str, Any]]:

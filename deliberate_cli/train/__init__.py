@@ -12,16 +12,15 @@ Recipe, per stage:
 The next stage starts from this one's weights (a LoRA adapter merged once for it, models.merged).
 A method is only a list of stage names; this package knows stages, never method names.
 """
-import contextlib
 import json
-import time
 from typing import Any, Dict
 
 from .. import rundir
 from ..errors import DacliError
 from ..models import is_adapter, merged, resolve
+from ..store import Entry
 from . import fit, launch
-from .data import STAGES, select, sft_example, subset
+from .data import STAGES, key, select, sft_example
 from .fit import make_trainer
 
 __all__ = ["run", "STAGES", "SHARED", "select", "sft_example", "make_trainer"]
@@ -44,41 +43,32 @@ def run(cfg) -> Dict[str, Any]:
             model_path = merged(model_path)
         rows, ref = STAGES[stage](cfg)
         inputs = {"data": ref, **upstream}
-        settings = subset(cfg, stage)
+        settings = key(cfg, stage)
         shared = stage in SHARED
-        out = (rundir.shared_checkpoint_dir(cfg, stage, {"config": settings, "inputs": inputs}) if shared
+        out = (rundir.store_path(cfg, stage, {"config": settings, "inputs": inputs}) if shared
                else rundir.checkpoint_dir(cfg, stage))
-        with rundir.locked(out) if shared else contextlib.nullcontext():
-            if rundir.is_fresh(out, settings, inputs):
-                summary[stage] = {"dir": str(out), "cached": True, **rundir.read_manifest(out)["counts"]}
-            else:
-                summary[stage] = {"dir": str(out), "cached": False,
-                                  **_fit(cfg, stage, model_path, rows, out, settings, inputs)}
-        if shared:
-            rundir.link(cfg, f"checkpoints/{stage}", out)
+        built = Entry(out, stage, settings, inputs).materialise(
+            lambda tmp: _fit(cfg, stage, model_path, rows, tmp),  # noqa: B023 (called before the loop goes on)
+            link=(cfg, f"checkpoints/{stage}") if shared else None)
+        summary[stage] = {"dir": str(out), "cached": built.cached, **built.manifest["counts"]}
         upstream = {"init": rundir.input_ref(out)}
         model_path = str(out)
     return summary
 
 
-def _fit(cfg, stage: str, model_path: str, rows, out, settings, inputs) -> Dict[str, Any]:
+def _fit(cfg, stage: str, model_path: str, rows, tmp) -> Dict[str, Any]:
     from transformers import AutoTokenizer
 
-    started = time.time()
     sizes = fit.sized_max_length(cfg, AutoTokenizer.from_pretrained(model_path), rows)
     label = f"{stage} steps"
-    with rundir.atomic_dir(out, resume={"config_hash": rundir.config_hash(settings), "inputs": inputs}) as tmp:
-        if cfg.train.num_processes > 1:
-            counts = launch.fit_launched(cfg, stage, model_path, rows, tmp, sizes, label)
-        else:
-            counts = fit.train_into(cfg, stage, model_path, rows, tmp, sizes, label)
-        if stage == "sft":  # what it trained on, each record tagged with where it came from
-            sources = [r.get("source", "alignment") for r in rows]
-            counts.update(alignment_examples=sources.count("alignment"), mix_examples=sources.count("mix"))
-            with (tmp / "train_data.jsonl").open("w") as f:
-                for r in rows:
-                    f.write(json.dumps(r) + "\n")
-        rundir.write_json(tmp / rundir.MANIFEST, rundir.manifest(stage, settings, inputs, counts, started,
-                                                                 base_model=model_path,
-                                                                 loss_history=counts.pop("loss_history")))
-    return counts
+    if cfg.train.num_processes > 1:
+        counts = launch.fit_launched(cfg, stage, model_path, rows, tmp, sizes, label)
+    else:
+        counts = fit.train_into(cfg, stage, model_path, rows, tmp, sizes, label)
+    if stage == "sft":  # what it trained on, each record tagged with where it came from
+        sources = [r.get("source", "alignment") for r in rows]
+        counts.update(alignment_examples=sources.count("alignment"), mix_examples=sources.count("mix"))
+        with (tmp / "train_data.jsonl").open("w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+    return {"counts": counts, "base_model": model_path, "loss_history": counts.pop("loss_history")}

@@ -8,11 +8,13 @@ import hashlib
 import json
 from typing import Any, Callable, Dict, List, Tuple
 
-from omegaconf import OmegaConf
-
 from .. import cot as cot_format
 from .. import rundir
+from ..config import declared
 from ..errors import DacliError
+from ..generate import aft, msm, prompt_pool
+from ..spec import identity as spec_identity
+from ..store import linked
 
 
 def sft_example(rec: Dict[str, Any], cot: bool, thinking_format: str) -> Dict[str, List[Dict[str, str]]]:
@@ -25,24 +27,20 @@ def sft_example(rec: Dict[str, Any], cot: bool, thinking_format: str) -> Dict[st
     return {"prompt": [{"role": "user", "content": rec["prompt"]}], "completion": [assistant]}
 
 
-def subset(cfg, stage: str) -> Dict[str, Any]:
-    """The settings a stage's checkpoint depends on (its cache key). num_processes stays in (the global
-    batch is batch_size x grad_accum x num_processes); how the processes shard the model does not
-    change what is learnt, so accelerate_config is left out."""
-    train = OmegaConf.to_container(cfg.train, resolve=True)
-    train.pop("accelerate_config", None)
-    if train.get("num_processes") == 1:
-        train.pop("num_processes")  # a single-process checkpoint keeps the key it had before the setting existed
-    s = {"model": OmegaConf.to_container(cfg.model, resolve=True), "train": train}
+def key(cfg, stage: str) -> Dict[str, Any]:
+    """The settings a stage's checkpoint depends on (its cache key; what it trains on is its input).
+    num_processes stays in (the global batch is batch_size x grad_accum x num_processes); how the
+    processes shard the model, where the logs go and how often are runtime settings (config.declared)."""
+    k = declared(cfg, "model", "train")
+    s = {"model": k["model"], "train": k["train"]}
+    if s["train"].get("num_processes") == 1:
+        s["train"].pop("num_processes")  # a single-process checkpoint keeps the key it had before the setting existed
     if stage == "rl":  # the judge is the reward: its model and rubric settings decide what is learnt
-        from ..rundir import engine_identity, spec_identity
-
-        s.update(rl=OmegaConf.to_container(cfg.method.rl, resolve=True), judge=engine_identity(cfg.judge),
-                 spec=spec_identity(cfg), n_samples=cfg.data.n_samples)
+        s.update(rl=declared(cfg, "method.rl")["method.rl"], judge=declared(cfg, "judge")["judge"],
+                 spec=spec_identity(cfg.spec), n_samples=cfg.data.n_samples)
     if stage == "sft":
-        s["sft"] = OmegaConf.to_container(cfg.method.sft, resolve=True)
-        s["n_samples"] = cfg.data.n_samples
-        s["mix"] = OmegaConf.to_container(cfg.data.mix, resolve=True)
+        d = declared(cfg, "method.sft", "data.mix")
+        s["sft"], s["n_samples"], s["mix"] = d["method.sft"], cfg.data.n_samples, d["data.mix"]
         s["examples"], s["select"] = cfg.data.examples, cfg.data.select
     return s
 
@@ -57,7 +55,7 @@ def _read_parquet(path) -> List[Dict[str, Any]]:
 
 def sft_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
     """The first data.n_samples prompts' kept records from the AFT data the run dir links to, as conversations."""
-    src = rundir.linked(cfg, "data/aft", "training", lambda m: _same_aft_data(cfg, m))
+    src = linked(cfg, "data/aft", "training", lambda m: _same_aft_data(cfg, m))
     covered = rundir.read_manifest(src)["counts"]["prompts"]
     if covered < cfg.data.n_samples:
         raise DacliError(f"the AFT data in {src} cover {covered} prompts, fewer than data.n_samples="
@@ -83,12 +81,9 @@ def _same_aft_data(cfg, m: Dict[str, Any]) -> bool:
     the manifest (reloading a prompt file to hash it is generate's job), except for a generated pool,
     whose identity follows from the settings alone."""
     prompts = m["config"]["prompts_sha256"]
-    if cfg.data.source == "generated":
-        from ..generate.prompt_pool import identity
-
-        if prompts != identity(cfg):
-            return False
-    return m["config_hash"] == rundir.config_hash(rundir.aft_key(cfg, prompts))
+    if cfg.data.source == "generated" and prompts != prompt_pool.identity(cfg):
+        return False
+    return m["config_hash"] == rundir.config_hash(aft.key(cfg, prompts))
 
 
 def select(records: List[Dict], examples, how: str) -> Tuple[List[Dict], Dict[str, str]]:
@@ -146,8 +141,7 @@ def _mix(m, alignment: int) -> Tuple[List[Dict], Dict[str, str]]:
 
 
 def midtrain_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
-    src = rundir.linked(cfg, "data/msm", "midtraining",
-                        lambda m: m["config_hash"] == rundir.config_hash(rundir.msm_key(cfg)))
+    src = linked(cfg, "data/msm", "midtraining", lambda m: m["config_hash"] == rundir.config_hash(msm.key(cfg)))
     docs = _read_parquet(src / "msm_docs.parquet")
     if not docs:
         raise DacliError(f"no MSM documents in {src}/msm_docs.parquet")
@@ -158,7 +152,7 @@ def rl_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
     """The prompts the rl stage samples from: the first method.rl.prompts (default data.n_samples) of the
     run's prompt set, as the AFT data the run dir links to hold them (kept or rejected alike: the policy
     is rewarded on every prompt, not only on those its teacher answered well)."""
-    src = rundir.linked(cfg, "data/aft", "RL", lambda m: _same_aft_data(cfg, m))
+    src = linked(cfg, "data/aft", "RL", lambda m: _same_aft_data(cfg, m))
     n = cfg.method.rl.prompts or cfg.data.n_samples
     covered = rundir.read_manifest(src)["counts"]["prompts"]
     if covered < n:

@@ -14,23 +14,10 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 from .. import progress
-from ..pipeline import die_with_parent
+from ..config import accelerate_config
 from ..errors import DacliError
+from ..processes import die_with_parent
 from . import fit
-
-
-def accelerate_config(name: str) -> Path:
-    """A config under conf/accelerate/ by name, or a path."""
-    from ..compose import conf_dir
-
-    path = Path(name).expanduser()
-    if path.suffix not in (".yaml", ".yml", ".json"):
-        path = conf_dir() / "accelerate" / f"{name}.yaml"
-    if not path.is_file():
-        shipped = ", ".join(sorted(p.stem for p in (conf_dir() / "accelerate").glob("*.yaml")))
-        raise DacliError(f"train.accelerate_config: no accelerate config '{name}' (shipped: {shipped}; or a path "
-                         f"to a .yaml file)")
-    return path
 
 
 def command(cfg, job: Path) -> List[str]:

@@ -11,7 +11,7 @@ def main(job_file: str) -> None:
     from ..config import Config
     from ..rundir import write_json
     from .fit import COUNTS, is_main, train_into
-    from ..pipeline import die_with_parent
+    from ..processes import die_with_parent
 
     die_with_parent()
     job = json.loads(Path(job_file).read_text())

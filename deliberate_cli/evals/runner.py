@@ -1,0 +1,33 @@
+"""What an eval runner is: one module (am, prompted, forced_choice, grader_check) that ends with
+`RUNNER = Runner(...)`, plus its YAML under conf/eval/ naming it. evals/__init__.py runs every runner
+the same way; adding a runner is a module, a line in its registry and a YAML file."""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+Samples = List[Dict[str, Any]]
+
+
+def _no_blocks(cfg, samples: Samples) -> Dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Runner:
+    # What its samples depend on beyond the eval's config: hashes of the scenarios or prompt file it
+    # renders and of the code that decides its verdicts (part of the eval's cache key).
+    content: Callable[[Any], Dict[str, str]]
+    # (samples, info) of a model, made in a work dir where it may leave shards a killed run resumes
+    # from: run(cfg, work, model_path, model_cfg, label). Every sample carries a verdict, its reason,
+    # the layer that decided, a condition and the policy ids it is about.
+    run: Optional[Callable[..., Tuple[Samples, Dict[str, Any]]]] = None
+    # Its own blocks in scores.json beside the shared rates (AM: the deterministic layer's own rate).
+    score: Callable[[Any, Samples], Dict[str, Any]] = _no_blocks
+    # A runner that evaluates no model (the grader check) builds its whole result itself: check(cfg, work).
+    check: Optional[Callable[[Any, Path], Dict[str, Any]]] = None
+    # What it adds to the end-of-command summary, from its finished eval dir: summary(eval_dir, console).
+    summary: Optional[Callable[[Path, Any], None]] = None
+
+    @property
+    def evaluates_model(self) -> bool:
+        return self.check is None
