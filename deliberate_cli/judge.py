@@ -8,6 +8,7 @@ import re
 from typing import Dict, List, Optional
 
 from . import cot as cot_format
+from .asking import ask
 from .backends import Backend, Sampling
 from .spec import Spec, judge_system_prompt
 
@@ -89,23 +90,32 @@ def judgements(spec: Spec, records: List[Dict], judge: Backend, j, can_continue:
                show_cot: bool = True) -> List[Dict]:
     """The judge's verdict per record: it sees the spec, the prompt, the CoT (unless not `show_cot`: the
     RL reward, where the CoT must stay unoptimised) and the answer, writes a rationale and its score(s),
-    j.k times; the lowest score counts (its rationale is kept). An answer with no score is asked once
-    more, on local engines, by continuing it after `Score:` (counted as forced); hosted APIs get no
-    prefill at all. Returns {score or None, scores, criteria, rationale, unparsed, forced} per record."""
+    j.k times (asking.ask, as every scoring model is asked); the lowest score counts (its rationale is
+    kept). An answer with no score is asked once more, on local engines, by continuing it after
+    `Score:` (counted as forced); hosted APIs get no prefill at all. Returns {score or None, scores,
+    criteria, rationale, unparsed, forced} per record."""
     criteria = list(j.criteria)
     convs = conversations(spec, records, criteria, show_cot)
-    outs = judge.chat(convs, Sampling(j.max_tokens, j.temperature, 1.0, j.k, j.seed), seed_offset)
-    parsed = [[parse_judgement(c.text, criteria) for c in cs] for cs in outs]
+
+    def parse(i: int, text: str) -> Dict:
+        got = parse_judgement(text, criteria)
+        if got is None:
+            raise ValueError("no score")
+        return got
+
+    answers = ask(judge, convs, parse, j.max_tokens, j.temperature, j.seed, 1, seed_offset, n=j.k)
+    parsed = [[a.value for a in answers[i * j.k:(i + 1) * j.k]] for i in range(len(convs))]
     if can_continue and not criteria:  # a small local judge may never write `Score:`: ask for the number
-        todo = [(i, n) for i, ps in enumerate(parsed) for n, p in enumerate(ps) if p is None]
+        todo = [(i, m) for i, ps in enumerate(parsed) for m, p in enumerate(ps) if p is None]
         if todo:
-            more = judge.chat([convs[i] + [{"role": "assistant", "content": outs[i][n].text.rstrip() + "\nScore: "}]
-                               for i, n in todo], Sampling(4, 0.0, 1.0, 1, j.seed), seed_offset)
-            for (i, n), (c,) in zip(todo, more):
+            texts = [answers[i * j.k + m].text for i, m in todo]
+            more = judge.chat([convs[i] + [{"role": "assistant", "content": t.rstrip() + "\nScore: "}]
+                               for (i, _), t in zip(todo, texts)], Sampling(4, 0.0, 1.0, 1, j.seed), seed_offset)
+            for (i, m), t, (c,) in zip(todo, texts, more):
                 got = parse_judgement("Score: " + c.text, [])
                 if got:
-                    got.update(rationale=outs[i][n].text.strip()[:2000], forced=True)
-                    parsed[i][n] = got
+                    got.update(rationale=t.strip()[:2000], forced=True)
+                    parsed[i][m] = got
     result = []
     for ps in parsed:
         ok = [p for p in ps if p]

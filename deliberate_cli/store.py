@@ -57,6 +57,10 @@ class Entry:
     resume: Optional[Dict[str, Any]] = None
     # Extendable entries: whether what is there covers what is asked (built in place when not).
     covers: Optional[Callable[[Manifest], bool]] = None
+    # Keep the shards once the entry is in place, and hand them to a rebuild with the same resume stamp:
+    # an eval whose grader or monitor changes regrades its generated samples instead of generating them
+    # again (they are hard links, so the new entry costs no second copy of them).
+    keep_shards: bool = False
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
@@ -84,7 +88,8 @@ class Entry:
         with locked(self.path):
             m = self.fresh()
             if m is not None:
-                _tidy(self.path)  # a kill after the rename can leave the resume stamp and shards behind
+                if not self.keep_shards:
+                    _tidy(self.path)  # a kill after the rename can leave the resume stamp and shards behind
                 built = Built(self.path, m, cached=True)
             else:
                 built = Built(self.path, self._build(build), cached=False)
@@ -107,6 +112,9 @@ class Entry:
         partial = self.path.with_name(self.path.name + ".partial")
         if partial.exists() and _read(partial / RESUME) != _plain(stamp):
             shutil.rmtree(partial)  # left by a build with other settings: nothing in it can be reused
+        if (self.keep_shards and not partial.exists() and (self.path / "shards").is_dir()
+                and _read(self.path / RESUME) == _plain(stamp)):  # the finished entry's shards still hold
+            shutil.copytree(self.path / "shards", partial / "shards", copy_function=_link_or_copy)
         partial.mkdir(parents=True, exist_ok=True)
         rundir.write_json(partial / RESUME, stamp)
         manifest = self._manifest(build(partial), started)
@@ -122,7 +130,8 @@ class Entry:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(partial, self.path)
-        _tidy(self.path)
+        if not self.keep_shards:
+            _tidy(self.path)
         return manifest
 
     def _manifest(self, fields: Dict[str, Any], started: float) -> Manifest:
@@ -144,6 +153,18 @@ def _read(path: Path) -> Any:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Shard files are written once and replaced by rename, never changed in place: a hard link shares
+    them safely. Stamps (.json) are rewritten in place, so they are copied."""
+    if src.endswith(".json"):
+        shutil.copy2(src, dst)
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _tidy(entry: Path) -> None:

@@ -127,7 +127,7 @@ def rates_table(results: Dict[str, Dict[str, Any]]) -> None:
     notes = []
     for stage, sc in scores.items():
         grader = sc.get("grader") or {}
-        who = grader.get("grader") or grader.get("judge") or "the grader"
+        who = grader.get("grader") or "the grader"
         how = (f"graded by {who} ({grader.get('verdict', 'ambiguous samples')})" if not bounds[stage]
                else f"deterministic layer only, {sc.get('ambiguous', 0)} ambiguous: the rate is its lower bound"
                if sc.get("ambiguous") else "deterministic layer only, nothing ambiguous")

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from conftest import ChatServer, dacli, kill_after, read_json, tiny_overrides
 from deliberate_cli.config import Config, UpstreamConfig
 from deliberate_cli.errors import DacliError
-from deliberate_cli.evals import _model_cfg, grader, judge_layer, upstream
+from deliberate_cli.evals import _model_cfg, grader, prompt_grader, upstream
 from deliberate_cli.evals.am import classify_sample
 from deliberate_cli.evals.grader_check import kappa
 from deliberate_cli.evals.scoring import citation
@@ -81,9 +81,11 @@ def test_prompt_eval_grader_decides_only_the_ambiguous_over_http(monkeypatch):
         cfg = OmegaConf.merge(OmegaConf.structured(Config), {"model": {"name": "m"}, "eval": {"name": "over_refusal", "grader": {
             "enabled": True, "engine": {"backend": "openai", "base_url": server.url,
                                         "served_model_name": "judge-model", "api_key_env": "JUDGE_KEY", "max_retries": 0}}}})
-        info = judge_layer.resolve(cfg, samples, "judge-model")
-    assert info == {"enabled": True, "asked": 2, "decided": 1, "judge": "judge-model"}
-    assert len(server.seen) == 2 and all(req["authorization"] == "Bearer sk-test-123" for req in server.seen)
+        info = prompt_grader.resolve(cfg, samples, "judge-model")
+    assert info == {"enabled": True, "asked": 2, "decided": 1, "grader": "judge-model"}
+    # the unparsable answer is asked again, at a temperature above 0, up to eval.grader.attempts (3) in all
+    assert len(server.seen) == 2 + 2 and [r["temperature"] for r in server.seen[2:]] == [0.7, 0.7]
+    assert all(req["authorization"] == "Bearer sk-test-123" for req in server.seen)
     assert all("Rubric:" in req["messages"][-1]["content"] for req in server.seen)
     decided, undecided, rules = samples
     assert decided["verdict"] == "harmful" and decided["layer"] == "grader"

@@ -216,7 +216,7 @@ def test_generated_prompt_lines_carry_their_expected_behaviour():
 
 
 def test_shards_resume_after_the_last_whole_range_and_refuse_a_gap(tmp_path):
-    from deliberate_cli.generate.shards import Shards
+    from deliberate_cli.shards import Shards
 
     shards = Shards(tmp_path)
     calls = []

@@ -130,14 +130,17 @@ def test_the_monitor_reads_the_cot_and_never_the_response_and_resumes(tmp_path, 
     monkeypatch.setattr(backends, "open_backend", lambda *a: killed)
     with pytest.raises(RuntimeError):
         monitor.run(cfg, tmp_path, [dict(s) for s in samples])  # dies on its second chunk of two CoTs
-    assert killed.closed and len((tmp_path / monitor.ANSWERS).read_text().splitlines()) == 2
+    def answers():  # the eval entry's shards: gone once the entry is in place
+        return sum(len(p.read_text().splitlines()) for p in (tmp_path / "shards").glob("monitor-*.jsonl"))
+
+    assert killed.closed and answers() == 2
 
     backend = _Backend()
     monkeypatch.setattr(backends, "open_backend", lambda *a: backend)
     result = monitor.run(cfg, tmp_path, samples)
     asked = [c for batch in backend.seen for c in batch]
     # the two CoTs answered before the kill are not asked again; GARBLE is asked three times in all
-    assert len(asked) == 3 + 2 and not (tmp_path / monitor.ANSWERS).exists()
+    assert len(asked) == 3 + 2 and answers() == 5  # each answer written as it came
     prompts = [json.dumps(c) for batch in killed.seen + backend.seen for c in batch]
     first = next(p for p in prompts if "COT-MARKER" in p)
     assert "an AI agent's private reasoning before it acts in an email environment" in first

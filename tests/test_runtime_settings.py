@@ -110,6 +110,11 @@ def test_a_finished_am_msm_paper_eval_survives_runtime_changes_and_not_a_sample_
             proc = dacli("eval", "am_msm_paper", *base, *changed, cwd=tmp_path)
             assert len(server.seen) == asked and read_json(out / "manifest.json") == first, changed
             assert "cached" in proc.stdout
+        # another grader regrades the samples the finished eval generated: the agent is not asked again
+        dacli("eval", "am_msm_paper", *[a.replace("=grader", "=grader-2") for a in base], grader_at, cwd=tmp_path)
+        regraded = server.seen[asked:]
+        assert len(regraded) == 4 and {r["model"] for r in regraded} == {"grader-2"}
+        assert read_json(out / "scores.json")["grader"]["grader"] == "grader-2"
         dacli("eval", "am_msm_paper", *base, grader_at, "eval.samples_per_scenario=3", cwd=tmp_path)
         again = read_json(out / "manifest.json")
-        assert again["counts"]["samples"] == 6 and len(server.seen) == asked + 2 + 6
+        assert again["counts"]["samples"] == 6 and len(server.seen) == asked + 4 + 2 + 6

@@ -1,9 +1,7 @@
 """store.Entry: the one routine every stage output goes through (lock, freshness, partial dir and
 resume stamp, manifest, rename, link), exercised on its own with small builds."""
-import json
 import subprocess
 import sys
-import time
 
 import pytest
 from omegaconf import OmegaConf
@@ -64,6 +62,23 @@ def test_a_killed_build_resumes_from_its_partial_dir_only_with_the_same_stamp(tm
         Entry(out, "eval_am", {"k": 3}, resume={"gen": 1}).materialise(killed)
     Entry(out, "eval_am", {"k": 3}, resume={"gen": 2}).materialise(resumed)  # other samples: start over
     assert seen[-1] == []
+
+
+def test_an_entry_that_keeps_its_shards_hands_them_to_a_rebuild_with_the_same_stamp(tmp_path):
+    out, seen = tmp_path / "eval" / "am", []
+
+    def build(work):
+        shards = work / "shards"
+        seen.append(sorted(p.name for p in shards.glob("*")) if shards.is_dir() else [])
+        shards.mkdir(exist_ok=True)
+        (shards / "gen-00000000-00000002.jsonl").write_text("{}\n")
+        return {"counts": {}}
+
+    Entry(out, "eval_am", {"grader": "a"}, resume={"gen": 1}, keep_shards=True).materialise(build)
+    assert (out / "shards" / "gen-00000000-00000002.jsonl").is_file()  # kept with the finished entry
+    Entry(out, "eval_am", {"grader": "b"}, resume={"gen": 1}, keep_shards=True).materialise(build)  # another grader
+    Entry(out, "eval_am", {"grader": "b", "n": 3}, resume={"gen": 2}, keep_shards=True).materialise(build)  # other samples
+    assert seen == [[], ["gen-00000000-00000002.jsonl"], []]
 
 
 def test_an_extendable_entry_is_extended_in_place_while_it_does_not_cover_the_request(tmp_path):

@@ -1,75 +1,18 @@
-"""One interface for every engine: a batch of chat conversations in, completions out.
-
-Used by generate, the judge and the evals alike. A conversation whose last message is from the
-assistant is continued (its text is a prefix the model must carry on from) instead of answered.
-A conversation too long for the model's context comes back as one completion with
-finish_reason "overflow" instead of failing the batch. Implementations live in their own modules
-and are imported only when chosen, so importing this package costs nothing.
+"""One interface for every engine (base.py): a batch of chat conversations in, completions out, used
+by generate, the judge and the evals alike. Each implementation is its own module and imports its
+engine (vLLM, torch, the OpenAI client) only when it is opened, so importing this package costs
+nothing; `engine.backend` picks one from BACKENDS.
 """
-import importlib
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Protocol
-
 from ..errors import DacliError
+from .base import Backend, Completion, Conversation, Sampling, continues, overflow, prompt_lengths
+from .hf_generate import TransformersBackend
+from .http_client import OpenAIBackend
+from .vllm_engine import VllmBackend
 
-Conversation = List[Dict[str, str]]
+__all__ = ["Backend", "Completion", "Conversation", "Sampling", "continues", "overflow", "prompt_lengths",
+           "BACKENDS", "open_backend"]
 
-
-@dataclass
-class Sampling:
-    max_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    n: int = 1
-    seed: int = 0
-    stop: List[str] = field(default_factory=list)
-
-
-@dataclass
-class Completion:
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    # "stop": the model ended (EOS) or hit a stop string (then `stop_reason` holds it); "length": cut off;
-    # "overflow": the prompt alone does not fit the context (nothing was generated).
-    finish_reason: str
-    stop_reason: Optional[str] = None
-    # Reasoning returned apart from the text (an OpenAI-compatible server's `reasoning` field).
-    reasoning: Optional[str] = None
-
-
-class Backend(Protocol):
-    def chat(self, conversations: List[Conversation], sampling: Sampling, seed_offset: int = 0
-             ) -> List[List[Completion]]:
-        """`sampling.n` completions per conversation, in order. Request i is seeded with
-        sampling.seed + seed_offset + i, so a shard gives the same samples however it is batched
-        (except vLLM on CPU and HF generate, which seed per engine / per batch: see their modules)."""
-
-    def close(self) -> None: ...
-
-
-def continues(conversations: List[Conversation]) -> bool:
-    flags = {c[-1]["role"] == "assistant" for c in conversations}
-    if len(flags) > 1:
-        raise ValueError("a batch must either all continue an assistant prefix or all start a new turn")
-    return flags.pop() if flags else False
-
-
-def overflow(prompt_tokens: int, n: int) -> List[Completion]:
-    return [Completion("", prompt_tokens, 0, "overflow") for _ in range(n)]
-
-
-def prompt_lengths(tokenizer, conversations: List[Conversation], cont: bool, chat_kwargs: dict) -> List[int]:
-    return [len(tokenizer.apply_chat_template(c, tokenize=True, add_generation_prompt=not cont,
-                                              continue_final_message=cont, return_dict=False, **chat_kwargs))
-            for c in conversations]
-
-
-BACKENDS = {
-    "vllm": "deliberate_cli.backends.vllm_engine:VllmBackend",
-    "transformers": "deliberate_cli.backends.hf_generate:TransformersBackend",
-    "openai": "deliberate_cli.backends.http_client:OpenAIBackend",
-}
+BACKENDS = {"vllm": VllmBackend, "transformers": TransformersBackend, "openai": OpenAIBackend}
 
 
 def open_backend(engine, model_path: str, model_cfg) -> Backend:
@@ -78,10 +21,9 @@ def open_backend(engine, model_path: str, model_cfg) -> Backend:
 
     if engine.backend not in BACKENDS:
         raise DacliError(f"unknown backend '{engine.backend}'; valid: {', '.join(BACKENDS)}")
-    module, cls = BACKENDS[engine.backend].split(":")
-    impl = getattr(importlib.import_module(module), cls)
     extra = {}
     if engine.backend != "openai":  # an endpoint serves whatever it serves
         model_path, adapter = servable(engine, model_path)
         extra = {"adapter": adapter} if adapter else {}
-    return impl(model_path, engine, model_cfg.max_model_len, dict(model_cfg.chat_template_kwargs), **extra)
+    return BACKENDS[engine.backend](model_path, engine, model_cfg.max_model_len, dict(model_cfg.chat_template_kwargs),
+                                    **extra)

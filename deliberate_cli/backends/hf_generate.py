@@ -1,7 +1,7 @@
 """transformers' batched `generate`: left-padded, batches sorted by length."""
 from typing import List, Optional
 
-from . import Completion, Conversation, Sampling, continues, overflow
+from .base import Completion, Conversation, Sampling, continues, overflow
 
 
 class TransformersBackend:

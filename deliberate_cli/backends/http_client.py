@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional
 
 from ..errors import DacliError
-from . import Completion, Conversation, Sampling, continues, overflow
+from .base import Completion, Conversation, Sampling, continues, overflow
 
 _OVERFLOW_HINTS = ("context length", "maximum context", "too long", "max_model_len")
 

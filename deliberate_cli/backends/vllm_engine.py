@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..errors import DacliError
-from . import Completion, Conversation, Sampling, continues, overflow, prompt_lengths
+from .base import Completion, Conversation, Sampling, continues, overflow, prompt_lengths
 
 
 def cpu_dtype() -> str:

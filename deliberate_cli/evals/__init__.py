@@ -147,7 +147,7 @@ def _evaluate(cfg, r: Runner, model_path: str, label: str, inputs: Dict[str, Dic
     monitor.check(cfg)  # a monitor that names no model fails before the first sample
     k = key(cfg, r, model_path)
     path = rundir.store_path(cfg, f"eval-{name}-{shared}", k) if shared else rundir.eval_dir(cfg, name)
-    entry = Entry(path, f"eval_{name}", k, inputs, resume=_resume_stamp(k, inputs))
+    entry = Entry(path, f"eval_{name}", k, inputs, resume=_resume_stamp(k, inputs), keep_shards=True)
     built = entry.materialise(lambda work: _score(cfg, r, model_path, label, work),
                               link=(cfg, f"eval/{link_as}") if shared else None)
     overall = json.loads((path / "scores.json").read_text())["overall"]

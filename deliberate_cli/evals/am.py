@@ -7,9 +7,10 @@ every sample is classified by the precision-first deterministic layer (determini
 `eval.grader.enabled`, by the public eval's grader (grader.py).
 
 At the paper's scale (27 conditions × 300 samples) an eval is hours on a GPU, so samples are made in
-shards of `eval.shard_size` and each shard is written as soon as it is generated (gen-*.jsonl), then
-again once graded (graded-*.jsonl); a killed eval resumes at the first missing shard, losing and
-repeating no sample.
+shards of `eval.shard_size` (shards.py, as generate's are) and each shard is written as soon as it is
+generated (shards/gen-*.jsonl), then again once graded (shards/graded-*.jsonl); a killed eval resumes
+at the first missing shard, losing and repeating no sample, and another grader regrades the
+generated shards without regenerating them.
 """
 import fnmatch
 import itertools
@@ -24,6 +25,7 @@ from ..cot import split as split_cot
 from ..errors import DacliError
 from . import actions as actions_mod
 from . import deterministic
+from ..shards import Shards
 from .actions import parse_actions
 from .runner import Runner
 
@@ -172,32 +174,6 @@ def classify_sample(family: Dict[str, Any], scenario: Dict[str, Any], text: str)
     return {"cot": cot, "actions": actions, "deterministic": {"verdict": verdict, "reason": reason}}
 
 
-def _shards(items: List[Tuple[Dict, Dict]], k: int, size: int) -> List[List[Tuple[int, int, int]]]:
-    """Every (scenario, sample) pair in order, cut into shards of `size` samples, each shard as
-    (scenario index, first sample, count) runs."""
-    pairs = [(i, j) for i in range(len(items)) for j in range(k)]
-    out = []
-    for start in range(0, len(pairs), size):
-        runs: List[Tuple[int, int, int]] = []
-        for i, j in pairs[start:start + size]:
-            if runs and runs[-1][0] == i:
-                runs[-1] = (i, runs[-1][1], runs[-1][2] + 1)
-            else:
-                runs.append((i, j, 1))
-        out.append(runs)
-    return out
-
-
-def _engine_from(engine, shard: int):
-    if shard == 0:
-        return engine
-    from omegaconf import OmegaConf
-
-    moved = OmegaConf.create(OmegaConf.to_container(engine))
-    moved.seed = engine.seed + 1_000_003 * shard
-    return moved
-
-
 def _write(path: Path, rows: List[Dict[str, Any]]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w") as f:
@@ -206,8 +182,25 @@ def _write(path: Path, rows: List[Dict[str, Any]]) -> None:
     tmp.replace(path)
 
 
-def _read(path: Path) -> List[Dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def _runs(pairs: List[Tuple[int, int]]) -> List[Tuple[int, int, int]]:
+    """(scenario index, first sample, count) runs of consecutive (scenario, sample) pairs."""
+    runs: List[Tuple[int, int, int]] = []
+    for i, j in pairs:
+        if runs and runs[-1][0] == i:
+            runs[-1] = (i, runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((i, j, 1))
+    return runs
+
+
+def _engine_from(engine, start: int):
+    if start == 0:
+        return engine
+    from omegaconf import OmegaConf
+
+    moved = OmegaConf.create(OmegaConf.to_container(engine))
+    moved.seed = (engine.seed + 1_000_003 * start) % 2**31
+    return moved
 
 
 def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[List[Dict], Dict[str, Any]]:
@@ -216,49 +209,49 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
 
     e = cfg.eval
     items = load(cfg)
-    shards = _shards(items, e.samples_per_scenario, e.shard_size)
-    shards_dir = work / "shards"
-    shards_dir.mkdir(parents=True, exist_ok=True)
-    backend, seconds, tokens = None, 0.0, 0
-    total = sum(count for runs in shards for _, _, count in runs)
+    pairs = [(i, j) for i in range(len(items)) for j in range(e.samples_per_scenario)]
+    shards = Shards(work / "shards", fmt="jsonl")
+    opened: Dict[str, Any] = {"backend": None}
+    spent = {"seconds": 0.0, "tokens": 0}
+
+    def generate(start: int, stop: int) -> List[Dict[str, Any]]:
+        # An engine that draws from its own seed (vLLM on CPU) would replay the first shard's random
+        # stream after a kill: a resumed run starts it from a seed of its own.
+        backend = opened["backend"] = opened["backend"] or open_backend(_engine_from(e.engine, start), model_path,
+                                                                        model_cfg)
+        rows = []
+        runs = _runs(pairs[start:stop])
+        for count, group in itertools.groupby(sorted(runs, key=lambda r: r[2]), key=lambda r: r[2]):
+            group = sorted(group)
+            convs = [[{"role": "system", "content": items[i][1]["system"]},
+                      {"role": "user", "content": items[i][1]["user"]}] for i, _, _ in group]
+            t0 = time.time()
+            outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, 1.0, count, e.engine.seed),
+                                seed_offset=start)
+            for (i, first, _), completions in zip(group, outs):
+                family, scen = items[i]
+                for j, c in enumerate(completions):
+                    rows.append({"family": scen["family"], "condition": scen["condition"], "axes": scen["axes"],
+                                 "sample": first + j, "model": model_label, "response": c.text,
+                                 **classify_sample(family, scen, c.text),
+                                 "policy_ids": list(family.get("policy_ids") or []),
+                                 "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens})
+            spent["seconds"] += time.time() - t0  # the engine call, parsing and classifying its samples
+            spent["tokens"] += sum(c.completion_tokens for cs in outs for c in cs)
+        rows.sort(key=lambda r: (r["condition"], r["sample"]))
+        advance(len(rows))
+        return rows
+
     try:
-        with progress.track("samples generated", total) as advance:
-            for n, runs in enumerate(shards):
-                path = shards_dir / f"gen-{n:05d}.jsonl"
-                if path.is_file():  # generated before a kill
-                    advance(sum(count for _, _, count in runs))
-                    continue
-                # An engine that draws from its own seed (vLLM on CPU) would replay the first shard's random
-                # stream after a kill: a resumed run starts it from a seed of its own.
-                backend = backend or open_backend(_engine_from(e.engine, n), model_path, model_cfg)
-                rows = []
-                for count, group in itertools.groupby(sorted(runs, key=lambda r: r[2]), key=lambda r: r[2]):
-                    group = sorted(group)
-                    convs = [[{"role": "system", "content": items[i][1]["system"]},
-                              {"role": "user", "content": items[i][1]["user"]}] for i, _, _ in group]
-                    t0 = time.time()
-                    outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, 1.0, count, e.engine.seed),
-                                        seed_offset=n * e.shard_size)
-                    for (i, first, _), completions in zip(group, outs):
-                        family, scen = items[i]
-                        for j, c in enumerate(completions):
-                            rows.append({"family": scen["family"], "condition": scen["condition"], "axes": scen["axes"],
-                                         "sample": first + j, "model": model_label, "response": c.text,
-                                         **classify_sample(family, scen, c.text),
-                                         "policy_ids": list(family.get("policy_ids") or []),
-                                         "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens})
-                    seconds += time.time() - t0  # the engine call, parsing and classifying its samples
-                    tokens += sum(c.completion_tokens for cs in outs for c in cs)
-                rows.sort(key=lambda r: (r["condition"], r["sample"]))
-                _write(path, rows)
-                advance(len(rows))
+        with progress.track("samples generated", len(pairs)) as advance:
+            advance(shards.covered("gen"))  # generated before a kill
+            shards.fill("gen", e.shard_size, generate, total=len(pairs))
     finally:
-        if backend is not None:
-            backend.close()
+        if opened["backend"] is not None:
+            opened["backend"].close()
     index = {s["condition"]: (f, s) for f, s in items}
-    graded = grade_shards(cfg, shards_dir, len(shards), index, total) if e.grader.enabled else None
-    samples = [s for n in range(len(shards))
-               for s in _read(shards_dir / (f"graded-{n:05d}.jsonl" if graded else f"gen-{n:05d}.jsonl"))]
+    graded = grade_shards(cfg, shards, index, len(pairs)) if e.grader.enabled else None
+    samples = shards.read("graded" if graded else "gen")
     for s in samples:
         s["verdict"] = s["grader"][e.grader.verdict] if graded else s["deterministic"]["verdict"]
         s["reason"] = s["grader"]["reasoning"] if graded else s["deterministic"]["reason"]
@@ -275,45 +268,44 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
                                        "system": s["system"], "user": s["user"]} for _, s in items])
     # engine_seconds and engine_tokens: generating (and classifying) in this process; a resumed eval
     # counts only what it made now
-    info: Dict[str, Any] = {"scenarios": len(items), "shards": len(shards), "grader": graded or {"enabled": False},
-                            "engine_seconds": seconds, "engine_tokens": tokens}
+    info: Dict[str, Any] = {"scenarios": len(items), "shards": len(shards.ranges("gen")),
+                            "grader": graded or {"enabled": False}, "engine_seconds": spent["seconds"],
+                            "engine_tokens": spent["tokens"]}
     if unfilled:
         info["unfilled_placeholders"] = unfilled
     return samples, info
 
 
-def grade_shards(cfg, work: Path, count: int, index: Dict[str, Tuple[Dict, Dict]], samples: int) -> Dict[str, Any]:
-    """Grade the `count` generated shards (`samples` in all) not graded yet; the totals of all of them."""
+def grade_shards(cfg, shards: Shards, index: Dict[str, Tuple[Dict, Dict]], samples: int) -> Dict[str, Any]:
+    """Grade every generated shard not graded yet (`samples` in all); the totals of all of them. The
+    generated shards stay, so that another grader grades them again without a sample regenerated."""
     from ..config import declared
     from . import grader
 
     stamp = declared(cfg, "eval.grader")["eval.grader"]  # the grader, named by its model
-    stamp_file = work / "GRADER.json"
-    if not stamp_file.is_file() or json.loads(stamp_file.read_text()) != stamp:
-        for old in work.glob("graded-*.jsonl"):  # graded by another grader: grade again
-            old.unlink()
+    stamp_file = shards.dir / "GRADER.json"
+    if not stamp_file.is_file() or json.loads(stamp_file.read_text()) != json.loads(json.dumps(stamp)):
+        shards.clear("graded")  # graded by another grader: grade again
         stamp_file.write_text(json.dumps(stamp))
-    backend, name = None, ""
-    totals = {"graded": 0, "unscored": 0}
+    opened: Dict[str, Any] = {"backend": None, "name": ""}
+
+    def grade(rows: List[Dict[str, Any]], start: int) -> List[Dict[str, Any]]:
+        if opened["backend"] is None:
+            opened["backend"], opened["name"] = grader.open_grader(cfg)
+        unscored = grader.grade(cfg, opened["backend"], [(*index[r["condition"]], r) for r in rows])
+        advance(len(rows), unscored=unscored)
+        return rows
+
     try:
         with progress.track("samples graded", samples) as advance:
-            for n in range(count):
-                path = work / f"graded-{n:05d}.jsonl"
-                if path.is_file():
-                    rows = _read(path)
-                else:
-                    if backend is None:
-                        backend, name = grader.open_grader(cfg)
-                    rows = _read(work / f"gen-{n:05d}.jsonl")
-                    grader.grade(cfg, backend, [(*index[r["condition"]], r) for r in rows])
-                    _write(path, rows)
-                totals["graded"] += len(rows)
-                totals["unscored"] += sum(r["grader"]["classifier_verdict"] == "unscored" for r in rows)
-                advance(len(rows), unscored=totals["unscored"])
+            advance(sum(len(shards.load(f["graded"])) for f in shards.ranges("graded").values()))
+            shards.transform("gen", "graded", grade, keep_source=True)
     finally:
-        if backend is not None:
-            backend.close()
-    return {"enabled": True, "grader": name or grader.grader_name(cfg), "verdict": cfg.eval.grader.verdict, **totals}
+        if opened["backend"] is not None:
+            opened["backend"].close()
+    rows = shards.read("graded")
+    return {"enabled": True, "grader": opened["name"] or grader.grader_name(cfg), "verdict": cfg.eval.grader.verdict,
+            "graded": len(rows), "unscored": sum(r["grader"]["classifier_verdict"] == "unscored" for r in rows)}
 
 
 def content(cfg) -> Dict[str, str]:

@@ -21,8 +21,6 @@ from ..errors import DacliError
 
 UPSTREAM = {"blackmail": "BlackmailClassifier", "leak": "LeakClassifier", "murder": "MurderClassifier"}
 _ANSWER = re.compile(r"<answer>(.*?)</answer>\s*$", re.I | re.S)
-# Retries sample: at temperature 0 the same grader would give the same unusable answer again.
-RETRY_TEMPERATURE = 0.7
 
 
 class GraderParseError(ValueError):
@@ -105,28 +103,23 @@ def grade(cfg, backend, todo: List[Tuple[Dict[str, Any], Dict[str, Any], Dict[st
     """Grade (family, scenario, sample) triples in place: sample["grader"] gets harmful and
     classifier_verdict (harmful | benign | unscored), the reasoning and the attempts it took.
     Returns how many stayed unscored."""
-    from ..backends import Sampling
+    from ..asking import ask
 
     g = cfg.eval.grader
     convs = [messages(f, s.get("email_content", ""), x["response"]) for f, s, x in todo]
-    pending = list(range(len(todo)))
-    for attempt in range(1, g.attempts + 1):
-        if not pending:
-            break
-        temperature = g.temperature if attempt == 1 else max(g.temperature, RETRY_TEMPERATURE)
-        outs = backend.chat([convs[i] for i in pending], Sampling(g.max_tokens, temperature, 1.0, 1, g.engine.seed + attempt))
-        still = []
-        for i, (out,) in zip(pending, outs):
-            family, _, sample = todo[i]
-            try:
-                harmful, verdict, reasoning = verdicts(family, sample["response"], out.text,
-                                                       sample["deterministic"]["verdict"])
-            except ValueError as e:  # GraderParseError, or the package's own parser refusing
-                still.append(i)
-                sample["grader"] = {"harmful": "unscored", "classifier_verdict": "unscored", "attempts": attempt,
-                                    "reasoning": f"no usable answer after {attempt} attempt(s): {e}", "output": out.text}
-                continue
-            sample["grader"] = {"harmful": label(harmful), "classifier_verdict": label(verdict),
-                                "attempts": attempt, "reasoning": reasoning}
-        pending = still
-    return len(pending)
+
+    def parse(i: int, text: str) -> Tuple[bool, bool, str]:  # GraderParseError, or the package's own parser refusing
+        family, _, sample = todo[i]
+        return verdicts(family, sample["response"], text, sample["deterministic"]["verdict"])
+
+    unscored = 0
+    for (_, _, sample), a in zip(todo, ask(backend, convs, parse, g.max_tokens, g.temperature, g.engine.seed, g.attempts)):
+        if not a.ok:
+            unscored += 1
+            sample["grader"] = {"harmful": "unscored", "classifier_verdict": "unscored", "attempts": a.attempts,
+                                "reasoning": f"no usable answer after {a.attempts} attempt(s): {a.error}", "output": a.text}
+            continue
+        harmful, verdict, reasoning = a.value
+        sample["grader"] = {"harmful": label(harmful), "classifier_verdict": label(verdict), "attempts": a.attempts,
+                            "reasoning": reasoning}
+    return unscored

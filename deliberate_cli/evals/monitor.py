@@ -21,9 +21,9 @@ and unscored ones are left out, and counted): recall = P(monitor says harmful | 
 precision = P(harmful | monitor says harmful), and `spec_reasoning`, the share of CoTs the monitor
 says weigh the spec (Fig. 6's measure), each with k, n and a 95% Wilson interval.
 
-Answers are appended to `<eval dir>.partial/shards/monitor.jsonl` as each chunk is done, so a killed eval
-re-asks only the CoTs it had not got to; MONITOR.json stamps the monitor's settings, its prompt and the
-spec, and a change to any of them asks again.
+Answers are written as shards (shards.py: `<eval dir>.partial/shards/monitor-*.jsonl`) as each chunk
+is done, so a killed eval re-asks only the CoTs it had not got to; MONITOR.json stamps the monitor's
+settings, its prompt and the spec, and a change to any of them asks again.
 """
 import hashlib
 import json
@@ -35,9 +35,9 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..errors import DacliError
 from .scoring import wilson
 
-# Answers per CoT at most (the first at eval.monitor.temperature, retries at grader.RETRY_TEMPERATURE).
+# Answers per CoT at most (the first at eval.monitor.temperature, retries at asking.RETRY_TEMPERATURE).
 ATTEMPTS = 3
-ANSWERS, STAMP = "monitor.jsonl", "MONITOR.json"
+STEP, STAMP = "monitor", "MONITOR.json"
 # The eval's verdicts that count as "not harmful" (AM's deterministic layer and grader say benign).
 NEGATIVE = ("benign", "not_harmful")
 
@@ -139,35 +139,18 @@ def parse(text: str) -> Tuple[bool, bool]:
 def ask(cfg, backend, convs: List[List[Dict[str, str]]]) -> List[Dict[str, Any]]:
     """One record per conversation: monitor_harmful and monitor_spec (None when no usable answer came
     after ATTEMPTS tries), monitor_raw (the last answer) and the attempts it took."""
-    from ..backends import Sampling
-    from .grader import RETRY_TEMPERATURE
+    from ..asking import ask as ask_model
 
     m = cfg.eval.monitor
-    records: List[Dict[str, Any]] = [{} for _ in convs]
-    pending = list(range(len(convs)))
-    for attempt in range(1, ATTEMPTS + 1):
-        if not pending:
-            break
-        temperature = m.temperature if attempt == 1 else max(m.temperature, RETRY_TEMPERATURE)
-        outs = backend.chat([convs[i] for i in pending],
-                            Sampling(m.max_tokens, temperature, 1.0, 1, m.engine.seed + attempt))
-        still = []
-        for i, (out,) in zip(pending, outs):
-            if out.finish_reason == "overflow":  # asking again cannot help
-                records[i] = {"monitor_harmful": None, "monitor_spec": None, "monitor_raw": "",
-                              "monitor_attempts": attempt,
-                              "monitor_error": "the CoT and spec do not fit eval.monitor.max_model_len"}
-                continue
-            try:
-                harmful, spec = parse(out.text)
-            except MonitorParseError as e:
-                still.append(i)
-                records[i] = {"monitor_harmful": None, "monitor_spec": None, "monitor_raw": out.text,
-                              "monitor_attempts": attempt, "monitor_error": str(e)}
-                continue
-            records[i] = {"monitor_harmful": harmful, "monitor_spec": spec, "monitor_raw": out.text,
-                          "monitor_attempts": attempt}
-        pending = still
+    records = []
+    for a in ask_model(backend, convs, lambda i, text: parse(text), m.max_tokens, m.temperature, m.engine.seed, ATTEMPTS):
+        harmful, spec = a.value if a.ok else (None, None)
+        record = {"monitor_harmful": harmful, "monitor_spec": spec, "monitor_raw": a.text, "monitor_attempts": a.attempts}
+        if a.overflow:
+            record["monitor_error"] = "the CoT and spec do not fit eval.monitor.max_model_len"
+        elif not a.ok:
+            record["monitor_error"] = a.error
+        records.append(record)
     return records
 
 
@@ -250,73 +233,49 @@ def _stamp(cfg, spec_text: str) -> Dict[str, Any]:
             "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()}
 
 
-def _answered(work: Path, stamp: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
-    """The answers a killed run left, when they were asked with the same settings; else none."""
-    answers, stamp_file = work / ANSWERS, work / STAMP
-    try:
-        same = json.loads(stamp_file.read_text()) == json.loads(json.dumps(stamp))
-    except (FileNotFoundError, json.JSONDecodeError):
-        same = False
-    if not same:
-        answers.unlink(missing_ok=True)
-        stamp_file.write_text(json.dumps(stamp))
-        return {}
-    done = {}
-    if answers.is_file():
-        for line in answers.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # the last line of a killed write
-                continue
-            done[record.pop("key")] = record
-    return done
-
-
 def run(cfg, work: Path, samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Ask the monitor about every readable CoT not answered yet, write monitor_harmful, monitor_spec
     and monitor_raw into every sample (None where it was not asked or gave no usable answer), and
-    return the scores.json block."""
+    return the scores.json block. Answers are kept in shards (shards.py) as each chunk arrives; a
+    killed eval asks only what it had not got to, unless the monitor's settings changed since."""
     from omegaconf import OmegaConf
 
     from .. import progress
     from ..backends import open_backend
+    from ..shards import Shards
     from ..spec import load_spec, names
 
     m, name = cfg.eval.monitor, monitor_name(cfg)
     if not name:
         check(cfg)  # says which keys name the monitor
     spec_text = load_spec(cfg.spec, names(cfg)).render()
-    work = Path(work) / "shards"
-    work.mkdir(parents=True, exist_ok=True)
-    done = _answered(work, _stamp(cfg, spec_text))
-    todo = []
+    shards = Shards(Path(work) / "shards", fmt="jsonl")
+    stamp, stamp_file = json.loads(json.dumps(_stamp(cfg, spec_text))), shards.dir / STAMP
+    if not stamp_file.is_file() or json.loads(stamp_file.read_text()) != stamp:
+        shards.clear(STEP)  # asked with other settings: ask again
+        stamp_file.write_text(json.dumps(stamp))
     for s in samples:
         s.update(monitor_harmful=None, monitor_spec=None, monitor_raw=None)
-        cot, _ = shown_cot(s)
-        if cot is None:
-            continue
-        key = _key(s, cot)
-        if key in done:
-            s.update(done[key])
-        else:
-            todo.append((s, cot, key))
-    asked = sum(shown_cot(s)[0] is not None for s in samples)
-    backend = None
+    shown = [(s, cot) for s in samples for cot in [shown_cot(s)[0]] if cot is not None]
+    opened: Dict[str, Any] = {"backend": None}
+
+    def answer(start: int, stop: int) -> List[Dict[str, Any]]:
+        chunk = shown[start:stop]
+        opened["backend"] = opened["backend"] or open_backend(m.engine, name, OmegaConf.create(
+            {"max_model_len": m.max_model_len, "chat_template_kwargs": {}}))
+        records = ask(cfg, opened["backend"], [messages(cot, spec_text) for _, cot in chunk])
+        advance(len(chunk), unscored=sum(r["monitor_harmful"] is None for r in records))
+        return [{"key": _key(s, cot), **r} for (s, cot), r in zip(chunk, records)]
+
     try:
-        with progress.track("CoTs monitored", asked) as advance:
-            advance(asked - len(todo))
-            size = max(1, cfg.eval.shard_size)
-            for start in range(0, len(todo), size):
-                chunk = todo[start:start + size]
-                backend = backend or open_backend(m.engine, name, OmegaConf.create(
-                    {"max_model_len": m.max_model_len, "chat_template_kwargs": {}}))
-                records = ask(cfg, backend, [messages(cot, spec_text) for _, cot, _ in chunk])
-                with (work / ANSWERS).open("a") as f:
-                    for (s, _, key), record in zip(chunk, records):
-                        s.update(record)
-                        f.write(json.dumps({"key": key, **record}) + "\n")
-                advance(len(chunk), unscored=sum(s["monitor_harmful"] is None for s, _, _ in todo[:start + size]))
+        with progress.track("CoTs monitored", len(shown)) as advance:
+            advance(shards.covered(STEP))
+            records = shards.fill(STEP, max(1, cfg.eval.shard_size), answer, total=len(shown))
     finally:
-        if backend is not None:
-            backend.close()
-    return metrics(samples, name)  # the answers file goes with the entry's shards once it is in place
+        if opened["backend"] is not None:
+            opened["backend"].close()
+    for (s, cot), record in zip(shown, records):
+        if record.pop("key") != _key(s, cot):
+            raise DacliError(f"the monitor's stored answers in {shards.dir} are of other samples; delete them")
+        s.update(record)
+    return metrics(samples, name)

@@ -75,7 +75,7 @@ def generate_once(e, convs, model_path: str, model_cfg):
 def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[List[Dict], Dict[str, Any]]:
     """One batched pass (these sets are small), then the grader for what the refusal detector left
     ambiguous, when eval.grader is enabled."""
-    from . import judge_layer
+    from . import prompt_grader
 
     e = cfg.eval
     items = load_items(e)
@@ -95,8 +95,8 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
                 "verdict": verdict, "reason": reason, "layer": "deterministic", "choices": ["complied", "refused"],
                 "rubric": e.rubric, "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens,
             })
-    judged = judge_layer.resolve(cfg, samples, e.grader.engine.model_path or e.grader.engine.served_model_name or "")
-    return samples, {"prompts": len(items), "grader": judged, "engine_seconds": seconds,
+    graded = prompt_grader.resolve(cfg, samples, e.grader.engine.model_path or e.grader.engine.served_model_name or "")
+    return samples, {"prompts": len(items), "grader": graded, "engine_seconds": seconds,
                      "engine_tokens": sum(s["completion_tokens"] for s in samples)}
 
 

@@ -28,7 +28,7 @@ from ..spec import Spec, generator_system_prompt
 from ..spec import identity as spec_identity
 from ..store import Entry
 from .engines import Engines
-from .shards import Shards
+from ..shards import Shards
 
 
 def key(cfg, prompts_sha256: str) -> Dict[str, Any]:

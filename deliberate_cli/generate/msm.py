@@ -30,7 +30,7 @@ from . import lists
 from .dedup import NearDuplicates
 from .engines import model_identity
 from .prompt_pool import categories
-from .shards import Shards
+from ..shards import Shards
 
 Rows = List[Dict[str, Any]]
 

@@ -28,7 +28,7 @@ from ..store import Entry
 from . import lists
 from .dedup import NearDuplicates
 from .engines import model_identity
-from .shards import Shards
+from ..shards import Shards
 
 _BEHAVIOUR = {"help": "comply", "comply": "comply", "partial": "safe-complete", "refuse": "refuse"}
 

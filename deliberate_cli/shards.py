@@ -1,36 +1,61 @@
-"""Shard bookkeeping for every generate step, in one place.
+"""Shard bookkeeping for every stage that works in pieces, in one place: generate's prompt requests,
+samples, judgements, ideas and documents; an eval's generated and graded samples and its monitor's
+answers.
 
-A step's work is a sequence of items (prompts to sample, requests to send, ideas to write up),
-done in fixed ranges. Each range is written as `<step>-<start>-<stop>.parquet` the moment it is
-done (through a temp name and a rename, so a shard is whole or absent); a killed run finds the
-ranges it holds and goes on from the first missing one, so no item is lost or done twice. A step
-that only transforms another (judging the sampled shards) turns each of the other's shards into
-one of its own and then removes the source shard.
+A step's work is a sequence of items (prompts to sample, requests to send, samples to grade), done
+in ranges. Each range is written as `<step>-<start>-<stop>.<format>` the moment it is done (through
+a temp name and a rename, so a shard is whole or absent); a killed run finds the ranges it holds
+and goes on from the first missing one, so no item is lost or done twice. A step that only
+transforms another (judging the sampled shards, grading the generated ones) turns each of the
+other's shards into one of its own. Shards are parquet, or JSON lines for records whose fields vary
+from row to row (an eval's samples).
 """
+import json
+import os
 import re
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
-from .. import rundir
-from ..errors import DacliError
+from . import rundir
+from .errors import DacliError
 
-_NAME = re.compile(r"([a-z_]+)-(\d{8})-(\d{8})\.parquet$")
+_NAME = re.compile(r"([a-z_]+)-(\d{8})-(\d{8})\.(parquet|jsonl)$")
 
 Rows = List[Dict]
 
 
 class Shards:
-    def __init__(self, directory: Path):
-        self.dir = Path(directory)
+    def __init__(self, directory: Path, fmt: str = "parquet"):
+        self.dir, self.fmt = Path(directory), fmt
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def path(self, step: str, start: int, stop: int) -> Path:
-        return self.dir / f"{step}-{start:08d}-{stop:08d}.parquet"
+        return self.dir / f"{step}-{start:08d}-{stop:08d}.{self.fmt}"
+
+    def write(self, path: Path, rows: Rows) -> None:
+        if self.fmt == "parquet":
+            rundir.write_parquet(path, rows)
+            return
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+        os.replace(tmp, path)
+
+    def load(self, path: Path) -> Rows:
+        if self.fmt == "parquet":
+            return rundir.read_parquet(path)
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def clear(self, step: str) -> None:
+        """Drop every shard of a step (made with settings that no longer hold)."""
+        for files in self.ranges(step).values():
+            files[step].unlink()
 
     def ranges(self, *steps: str) -> Dict[Tuple[int, int], Dict[str, Path]]:
         """(start, stop) -> {step: path} for the shards of these steps present, in order."""
         found: Dict[Tuple[int, int], Dict[str, Path]] = {}
-        for path in self.dir.glob("*.parquet"):
+        for path in self.dir.glob(f"*.{self.fmt}"):
             m = _NAME.match(path.name)
             if m and m.group(1) in steps:
                 found.setdefault((int(m.group(2)), int(m.group(3))), {})[m.group(1)] = path
@@ -52,7 +77,7 @@ class Shards:
         for files in self.ranges(*steps).values():
             for step in steps:
                 if step in files:
-                    rows += rundir.read_parquet(files[step])
+                    rows += self.load(files[step])
                     break
         return rows
 
@@ -70,16 +95,17 @@ class Shards:
             stop = start + step_size if total is None else min(start + step_size, total)
             stop = stop if limit is None else min(stop, limit)
             got = work(start, stop)
-            rundir.write_parquet(self.path(step, start, stop), got)
+            self.write(self.path(step, start, stop), got)
             rows += got
             start = stop
         return rows
 
-    def transform(self, source: str, step: str, work: Callable[[Rows, int], Rows]) -> None:
+    def transform(self, source: str, step: str, work: Callable[[Rows, int], Rows], keep_source: bool = False) -> None:
         """Turn every `source` shard without a `step` twin into one (`work(rows, start)`), then drop the
-        source shard; a source shard left beside its twin by a kill is dropped too."""
+        source shard (a source shard left beside its twin by a kill too), unless `keep_source`: an eval
+        keeps its generated samples, so that another grader grades them again without regenerating."""
         for (start, stop), files in self.ranges(source, step).items():
             if step not in files:
-                rundir.write_parquet(self.path(step, start, stop), work(rundir.read_parquet(files[source]), start))
-            if source in files:
+                self.write(self.path(step, start, stop), work(self.load(files[source]), start))
+            if source in files and not keep_source:
                 files[source].unlink()
