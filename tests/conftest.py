@@ -44,6 +44,16 @@ def tiny_model(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_store(tiny_model, tmp_path_factory) -> Path:
+    """One store shared by the tests that only read the tiny model's AFT data (tiny_overrides' settings,
+    8 prompts): generated once per test session. A test passes `run.store=<it>` and its `dacli generate`
+    is a cache hit that only links the run dir. Tests that kill, extend or expect a miss keep their own."""
+    root = tmp_path_factory.mktemp("tiny-store")
+    dacli("generate", *tiny_overrides(tiny_model, root / "runs"), cwd=root)
+    return root / "runs" / "store"
+
+
 def tiny_overrides(model: Path, root: Path, *extra: str) -> list:
     """Overrides that point a run at the tiny model and keep every stage to seconds."""
     return [

@@ -45,6 +45,8 @@ def vllm_server(tiny_model, tmp_path_factory):
         proc.wait(timeout=60)
 
 
+@pytest.mark.slow  # a real `vllm serve` on a CPU (~50 s); the OpenAI protocol itself is tested against
+# conftest.ChatServer in the judge, grader and monitor tests
 def test_generate_and_judge_over_http(vllm_server, tiny_model, tmp_path, monkeypatch):
     secret = "sk-dacli-test-secret-do-not-store"
     monkeypatch.setenv("OPENAI_API_KEY", secret)

@@ -77,6 +77,7 @@ def _largest_gap(a: list, b: list) -> float:
     return max(gaps)
 
 
+@pytest.mark.slow  # two vLLM engines on a CPU (~110 s); `make test-slow` runs it
 def test_vllm_serves_the_adapter_without_merging_and_scores_as_the_merged_weights(adapter, tiny_model, tmp_path):
     served = _logprobs(adapter, "adapter", tmp_path)
     assert not (adapter / "merged").exists()  # served on its base: no merge step

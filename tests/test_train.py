@@ -4,9 +4,9 @@ import pyarrow.parquet as pq
 from conftest import dacli, kill_after, read_json, tiny_overrides
 
 
-def test_killed_training_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
-    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "train.epochs=40", "train.batch_size=1",
-                          "train.save_steps=10", "train.report_to=[]")
+def test_killed_training_resumes_from_its_last_checkpoint(tiny_model, tiny_store, tmp_path):
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "train.epochs=12", "train.batch_size=1",
+                          "train.save_steps=10", "train.report_to=[]", f"run.store={tiny_store}")
     dacli("generate", *args, cwd=tmp_path)
     trainer_dir = tmp_path / "runs" / "tiny-aft_nocot-n8" / "checkpoints" / "sft.partial" / "trainer"
     kill_after(["train", *args], tmp_path, trainer_dir, "checkpoint-*/trainer_state.json", count=1, settle=0.5)
@@ -17,7 +17,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
     m = read_json(tmp_path / "runs" / "tiny-aft_nocot-n8" / "checkpoints" / "sft" / "manifest.json")["counts"]
     kept = len(pq.read_table(tmp_path / "runs" / "tiny-aft_nocot-n8" / "data" / "aft" / "aft.parquet"))
     assert m["resumed_from_step"] >= saved[0] > 0
-    assert m["steps"] == kept * 40  # the resumed run finishes the schedule, it does not restart it
+    assert m["steps"] == kept * 12  # the resumed run finishes the schedule, it does not restart it
     assert not trainer_dir.exists()
 
 
@@ -64,7 +64,7 @@ def test_lora_writes_an_adapter_on_its_base_and_bad_methods_fail_cleanly(tiny_mo
     assert proc.returncode == 2 and "trains on CoTs but" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_instruction_tuning_mix_is_drawn_tagged_and_recorded(tiny_model, tmp_path):
+def test_instruction_tuning_mix_is_drawn_tagged_and_recorded(tiny_model, tiny_store, tmp_path):
     import json
 
     mix = tmp_path / "chat.jsonl"
@@ -72,7 +72,7 @@ def test_instruction_tuning_mix_is_drawn_tagged_and_recorded(tiny_model, tmp_pat
                            {"role": "assistant", "content": f"Fruit {i}: apple."}]} for i in range(6)]
     convs.append({"messages": [{"role": "user", "content": "No answer yet."}]})  # not usable: no assistant turn
     mix.write_text("\n".join(json.dumps(c) for c in convs))
-    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "train.report_to=[]")
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "train.report_to=[]", f"run.store={tiny_store}")
     dacli("generate", *args, cwd=tmp_path)
     dacli("train", *args, f"data.mix.source={mix}", "data.mix.count=4", cwd=tmp_path)
     sft = tmp_path / "runs" / "tiny-aft_nocot-n8" / "checkpoints" / "sft"

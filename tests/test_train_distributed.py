@@ -16,10 +16,11 @@ def _files(ckpt):
     return sorted(p.name for p in ckpt.iterdir())
 
 
-def test_two_processes_write_one_checkpoint_like_one_process(tiny_model, tmp_path):
-    one = tiny_overrides(tiny_model, tmp_path / "one", "method=aft_nocot", "train.report_to=[]", "train.epochs=2")
+def test_two_processes_write_one_checkpoint_like_one_process(tiny_model, tiny_store, tmp_path):
+    store = f"run.store={tiny_store}"
+    one = tiny_overrides(tiny_model, tmp_path / "one", "method=aft_nocot", "train.report_to=[]", "train.epochs=2", store)
     two = tiny_overrides(tiny_model, tmp_path / "two", "method=aft_nocot", "train.report_to=[]", "train.epochs=2",
-                         "train.num_processes=2")
+                         "train.num_processes=2", store)
     dacli("generate", *one, cwd=tmp_path)
     dacli("train", *one, cwd=tmp_path)
     dacli("generate", *two, cwd=tmp_path)
