@@ -65,7 +65,7 @@ def main():
     cfg = load([])
     model = a.model or resolve(cfg.model)
     convs = [[{"role": "system", "content": s["system"]}, {"role": "user", "content": s["user"]}]
-             for f in cfg.eval.families for s in scenarios(load_family(f))
+             for f in cfg.eval.am.families for s in scenarios(load_family(f))
              if any(fnmatch.fnmatch(s["condition"], p) for p in patterns)]
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     # The plain engine runs in a child so that its memory is gone before dacli's engine starts.
@@ -76,7 +76,7 @@ def main():
 
     with tempfile.TemporaryDirectory() as root:
         overrides = [f"model.name_or_path={model}", f"run.root={root}", "eval.checkpoint=base",
-                     f"eval.samples_per_scenario={a.k}", f"eval.conditions=[{','.join(repr(p) for p in patterns)}]", f"eval.max_tokens={a.max_tokens}", f"eval.temperature={a.temperature}",
+                     f"eval.samples_per_scenario={a.k}", f"eval.am.conditions=[{','.join(repr(p) for p in patterns)}]", f"eval.max_tokens={a.max_tokens}", f"eval.temperature={a.temperature}",
                      "eval.engine.enforce_eager=true", "eval.engine.gpu_memory_utilization=0.4",
                      "eval.engine.cpu_kvcache_gb=2"]
         subprocess.run([sys.executable, "-m", "deliberate_cli", "eval", "am", *overrides], cwd=REPO, check=True,

@@ -26,7 +26,7 @@ class ModelConfig:
     chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)
     max_model_len: int = 4096
     trust_remote_code: bool = False
-    # The model family's name: what `eval.agent_name=auto` calls the AM agent (the MSM paper: "Qwen"),
+    # The model family's name: what `eval.am.agent_name=auto` calls the AM agent (the MSM paper: "Qwen"),
     # and the spec's {model_name}; `provider` is the spec's {provider_name}.
     family: Optional[str] = None
     provider: Optional[str] = None
@@ -336,26 +336,53 @@ class UpstreamConfig:
 
 
 @dataclass
+class AmEvalConfig:
+    """runner am's own settings (eval.am.*): which scenarios it runs and what the agent is called."""
+
+    # The scenario families (files under deliberate_cli/assets/am/), each crossed over its axes.
+    families: List[str] = field(default_factory=list)
+    # The public eval's conditions (see docs/evals.md).
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    # Only the conditions matching one of these patterns (fnmatch, e.g. "*_none_none"); [] = all.
+    conditions: List[str] = field(default_factory=list)
+    # The agent's name; None keeps each scenario's own ("Alex" upstream), auto = model.family.
+    agent_name: Optional[str] = None
+
+
+@dataclass
+class PromptedEvalConfig:
+    """runner prompted's own settings (eval.prompted.*): harmful_compliance, over_refusal."""
+
+    # A JSONL file of prompts; None = the bundled set named after the eval.
+    prompts: Optional[str] = None
+    # What the grader is told to tell apart.
+    rubric: str = ""
+
+
+@dataclass
+class ForcedChoiceEvalConfig:
+    """runner forced_choice's own settings (eval.forced_choice.*): the value probe."""
+
+    # A JSONL file of A/B items; None = the bundled set named after the eval.
+    prompts: Optional[str] = None
+
+
+@dataclass
 class EvalConfig:
+    """What every eval shares; each runner's own settings are in its own section (am, prompted,
+    forced_choice), and only the running runner's section is part of the eval's key."""
+
     name: str = MISSING
     # Which runner (am | prompted | forced_choice | grader_check), the metric's name, and the verdict the rate counts.
     runner: str = MISSING
     metric: str = MISSING
     counts: str = MISSING
-    # am: the scenario families (files under deliberate_cli/assets/am/), each crossed over its axes.
-    families: List[str] = field(default_factory=list)
-    # am: the public eval's conditions (see docs/evals.md).
-    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
-    # am: only the conditions matching one of these patterns (fnmatch, e.g. "*_none_none"); [] = all.
-    conditions: List[str] = field(default_factory=list)
-    # am: the agent's name; None keeps each scenario's own ("Alex" upstream), auto = model.family.
-    agent_name: Optional[str] = None
-    # am: samples per shard; each shard is written when done and a killed eval resumes after it.
+    am: AmEvalConfig = field(default_factory=AmEvalConfig)
+    prompted: PromptedEvalConfig = field(default_factory=PromptedEvalConfig)
+    forced_choice: ForcedChoiceEvalConfig = field(default_factory=ForcedChoiceEvalConfig)
+    # Samples per shard (AM's generation and grading, the monitor): each shard is written when done and a
+    # killed eval resumes after it.
     shard_size: int = 256
-    # Prompt evals (harmful_compliance, over_refusal): a JSONL file; None = the bundled set.
-    prompts: Optional[str] = None
-    # Prompt evals: what the grader is told to tell apart.
-    rubric: str = ""
     samples_per_scenario: int = 4
     temperature: float = 0.7
     max_tokens: int = 768
@@ -526,9 +553,9 @@ def validate(cfg) -> None:
     for key, value in (("eval.shard_size", cfg.eval.shard_size), ("eval.grader.attempts", g.attempts)):
         if value < 1:
             raise DacliError(f"{key} must be at least 1, got {value}")
-    bad_prod = [str(p) for p in cfg.eval.upstream.prod if str(p).lower() not in ("true", "false", "auto")]
+    bad_prod = [str(p) for p in cfg.eval.am.upstream.prod if str(p).lower() not in ("true", "false", "auto")]
     if bad_prod:
-        raise DacliError(f"eval.upstream.prod takes true, false or auto, got {', '.join(bad_prod)}")
+        raise DacliError(f"eval.am.upstream.prod takes true, false or auto, got {', '.join(bad_prod)}")
     if g.verdict not in ("classifier_verdict", "harmful"):
         raise DacliError(f"eval.grader.verdict must be classifier_verdict or harmful, got '{g.verdict}'")
     if g.enabled and not (g.engine.model_path or g.engine.served_model_name):

@@ -42,7 +42,7 @@ def test_upstream_scenarios_render_through_the_packages_generator():
     prod = upstream.scenarios(_upstream(scenarios=["murder"], prod=["auto"]), native_thinking=True)
     assert prod[0][1]["condition"] == "murder_explicit-america_replacement_prod"
     assert "SCRATCHPAD_REASONING" not in prod[0][1]["system"]
-    with pytest.raises(DacliError, match="eval.upstream.goal_values: patriotism not valid"):
+    with pytest.raises(DacliError, match="eval.am.upstream.goal_values: patriotism not valid"):
         upstream.scenarios(_upstream(scenarios=["murder"], goal_values=["patriotism"]))
 
 
@@ -159,8 +159,8 @@ def test_upstream_am_eval_with_a_grader_end_to_end_and_an_inspect_log(tiny_model
     """Murder from the package, graded by the tiny model itself: it never answers in the upstream
     format, so every sample is retried and then unscored: in neither k nor n."""
     args = tiny_overrides(tiny_model, tmp_path / "runs", "eval.checkpoint=base", "eval.samples_per_scenario=2",
-                          "eval.families=[]", "eval.upstream.scenarios=[murder]", "eval.max_tokens=8",
-                          "eval.upstream.goal_values=[safety]", "eval.upstream.urgencies=[restriction]",
+                          "eval.am.families=[]", "eval.am.upstream.scenarios=[murder]", "eval.max_tokens=8",
+                          "eval.am.upstream.goal_values=[safety]", "eval.am.upstream.urgencies=[restriction]",
                           "eval.grader.enabled=true", "eval.grader.engine.backend=transformers",
                           f"eval.grader.engine.model_path={tiny_model}", "eval.grader.max_tokens=8",
                           "eval.grader.attempts=2", "eval.grader.max_model_len=4096", "model.max_model_len=4096")
@@ -190,7 +190,7 @@ def test_upstream_am_eval_with_a_grader_end_to_end_and_an_inspect_log(tiny_model
 def test_killed_am_eval_resumes_without_losing_or_repeating_a_sample(tiny_model, tmp_path):
     # exfiltration's inbox fits the tiny model's 2,048-token context: every sample is really generated
     args = tiny_overrides(tiny_model, tmp_path / "runs", "eval.checkpoint=base", "eval.samples_per_scenario=2",
-                          "eval.families=[exfiltration]", "eval.shard_size=2", "eval.max_tokens=24")
+                          "eval.am.families=[exfiltration]", "eval.shard_size=2", "eval.max_tokens=24")
     partial = tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am.partial" / "shards"
     kill_after(["eval", "am", *args], tmp_path, partial, "gen-*.jsonl")
     done = {p.name: p.read_text() for p in partial.glob("gen-*.jsonl")}

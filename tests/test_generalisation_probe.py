@@ -100,16 +100,16 @@ def test_items_are_checked_before_any_engine_starts(tmp_path):
     from deliberate_cli.errors import DacliError
     from deliberate_cli.evals.forced_choice import load_items, render
 
-    e = OmegaConf.create({"name": "value_probe", "prompts": None, "counts": "affordability"})
+    e = OmegaConf.create({"name": "value_probe", "forced_choice": {"prompts": None}, "counts": "affordability"})
     items = load_items(e)
     text = render(items[0])
     assert "\nA) " in text and "\nB) " in text and '"Answer: A"' in text
     with pytest.raises(DacliError, match="counts 'thrift', which no option"):
-        load_items(OmegaConf.create({"name": "x", "prompts": str(PROBE), "counts": "thrift"}))
+        load_items(OmegaConf.create({"name": "x", "forced_choice": {"prompts": str(PROBE)}, "counts": "thrift"}))
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "q", "options": {"A": "a"}, "values": {"A": "x", "B": "y"}}) + "\n")
     with pytest.raises(DacliError, match="line 1"):
-        load_items(OmegaConf.create({"name": "x", "prompts": str(bad), "counts": "x"}))
+        load_items(OmegaConf.create({"name": "x", "forced_choice": {"prompts": str(bad)}, "counts": "x"}))
 
 
 def _probe_scores(label: str, afford: int, america: int, unscored: int = 0) -> dict:
@@ -183,7 +183,7 @@ def test_the_comparison_end_to_end_on_the_tiny_model(tiny_model, tmp_path):
     items = tmp_path / "value_probe_12.jsonl"  # 12 of the 40 items (6 with each value at A), to keep it short
     items.write_text("".join(line + "\n" for line in PROBE.read_text().splitlines()[:12]))
     overrides = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot,msm_aft",
-                               "msm.spec=cheese_affordability", "msm.tokens=64", f"eval.prompts={items}",
+                               "msm.spec=cheese_affordability", "msm.tokens=64", f"eval.forced_choice.prompts={items}",
                                "eval.max_tokens=16")
     proc = dacli("run", "-m", "recipe=generalisation_probe", *overrides, cwd=tmp_path, timeout=600)
     sweep = tmp_path / "runs" / "sweeps" / "generalisation_probe"

@@ -200,7 +200,7 @@ def test_am_eval_with_a_monitor_end_to_end(tiny_model, tmp_path):
     """The tiny model as agent and as monitor (it has no CoT to show, so the block says so), then an
     agent that writes CoTs, watched by the tiny model (mostly unparseable) and by a stand-in with known
     answers, over HTTP; the report's CoT monitor table."""
-    base = tiny_overrides(tiny_model, tmp_path / "runs", "eval.checkpoint=base", "eval.families=[exfiltration]",
+    base = tiny_overrides(tiny_model, tmp_path / "runs", "eval.checkpoint=base", "eval.am.families=[exfiltration]",
                           "eval.samples_per_scenario=2", "eval.inspect_log=false")
     tiny_monitor = ["eval.monitor.enabled=true", "eval.monitor.engine.backend=transformers",
                     f"eval.monitor.engine.model_path={tiny_model}", "eval.monitor.max_tokens=8",
@@ -210,7 +210,7 @@ def test_am_eval_with_a_monitor_end_to_end(tiny_model, tmp_path):
     out = tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am"
     assert not (out.parent / "am.partial").exists()  # refused before the first sample
 
-    dacli("eval", "am", *base, "eval.conditions=[exfiltration_none_replacement]", *tiny_monitor, cwd=tmp_path)
+    dacli("eval", "am", *base, "eval.am.conditions=[exfiltration_none_replacement]", *tiny_monitor, cwd=tmp_path)
     scores = _counts_add_up(out)
     assert scores["monitor"]["model"] == str(tiny_model) and scores["monitor"]["samples"] == 2
     if not scores["monitor"]["with_cot"]:
@@ -219,7 +219,7 @@ def test_am_eval_with_a_monitor_end_to_end(tiny_model, tmp_path):
     with ChatServer(_stand_in) as server:
         agent = [*base, "eval.samples_per_scenario=4", "eval.engine.backend=openai", f"eval.engine.base_url={server.url}",
                  "eval.engine.served_model_name=agent",
-                 "eval.conditions=[exfiltration_none_replacement,exfiltration_america_replacement]"]
+                 "eval.am.conditions=[exfiltration_none_replacement,exfiltration_america_replacement]"]
         # a monitor that cannot be reached stops the eval after its samples were generated; they are kept
         proc = dacli("eval", "am", *agent, "eval.monitor.enabled=true", "eval.monitor.engine.backend=openai",
                      "eval.monitor.engine.base_url=http://127.0.0.1:9/v1", "eval.monitor.engine.served_model_name=m",

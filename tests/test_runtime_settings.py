@@ -77,6 +77,8 @@ def test_every_runtime_setting_leaves_every_key_and_the_run_name_unchanged(cfg):
     ("eval.samples_per_scenario", 7, {"eval", "eval_resume"}),
     ("eval.grader.engine.served_model_name", "another-grader", {"eval", "grader", "grader_check"}),
     ("eval.monitor.engine.served_model_name", "another-monitor", {"eval", "monitor"}),
+    ("eval.am.conditions", ["murder_*"], {"eval", "eval_resume"}),
+    ("eval.prompted.rubric", "another rubric", set()),  # another runner's settings: not the AM eval's
 ])
 def test_a_stage_input_changes_that_stages_key(cfg, setting, value, stages):
     before = _keys(cfg)
@@ -96,7 +98,7 @@ def test_a_finished_am_msm_paper_eval_survives_runtime_changes_and_not_a_sample_
     """The agent and the grader are stand-ins served over HTTP, so every request is counted."""
     with ChatServer(_am_paper_server) as server:
         base = tiny_overrides(tiny_model, tmp_path / "runs", "eval=am_msm_paper", "eval.checkpoint=base",
-                              "eval.conditions=[exfiltration_none_replacement,exfiltration_america_replacement]",
+                              "eval.am.conditions=[exfiltration_none_replacement,exfiltration_america_replacement]",
                               "eval.samples_per_scenario=2", "eval.engine.backend=openai",
                               "eval.engine.served_model_name=agent", f"eval.engine.base_url={server.url}",
                               "eval.grader.engine.served_model_name=grader", "eval.inspect_log=false")

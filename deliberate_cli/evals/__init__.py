@@ -115,12 +115,15 @@ def run_baseline(cfg) -> Dict[str, Any]:
 
 def key(cfg, r: Runner, model_path: str) -> Dict[str, Any]:
     """What an eval's result depends on: the eval's settings but which checkpoint it was asked for (the
-    model path and its identity stand for that) and every runtime setting; the grader and the monitor
+    model path and its identity stand for that), the other runners' sections and every runtime setting; the grader and the monitor
     only when they are on (a monitor is shown the spec: another spec is other monitor answers); the
     model settings the prompts are rendered with; the runner's content."""
     e = declared(cfg, "eval")["eval"]
     for later in ("checkpoint", "baseline"):
         e.pop(later)
+    for other in RUNNERS.values():  # another runner's settings say nothing about this eval
+        if other is not r and other.section:
+            e.pop(other.section)
     if not e["grader"]["enabled"]:
         e.pop("grader")
     if not e["monitor"]["enabled"]:

@@ -2,7 +2,7 @@
 
 Scenarios come from our own families (YAML files in deliberate_cli/assets/am/, each crossed over its
 axes into conditions named `{family}_{value}_{value}…`) and from the public eval as the inspect-evals
-package renders it (`eval.upstream`, see upstream.py). The agent acts through `<tool_use:…>` blocks;
+package renders it (`eval.am.upstream`, see upstream.py). The agent acts through `<tool_use:…>` blocks;
 every sample is classified by the precision-first deterministic layer (deterministic/) and, when
 `eval.grader.enabled`, by the public eval's grader (grader.py).
 
@@ -98,9 +98,9 @@ def scenarios(family: Dict[str, Any], agent_name: str = "") -> List[Dict[str, An
 
 
 def agent_name(cfg) -> str:
-    """eval.agent_name: empty keeps each scenario's own name, `auto` names the agent after the model's
+    """eval.am.agent_name: empty keeps each scenario's own name, `auto` names the agent after the model's
     family (the MSM paper's "Qwen"), anything else is used as it is."""
-    name = cfg.eval.agent_name or ""
+    name = cfg.eval.am.agent_name or ""
     return (cfg.model.family or "") if name == "auto" else name
 
 
@@ -113,7 +113,7 @@ _LOADED: Dict[str, List[Tuple[Dict[str, Any], Dict[str, Any]]]] = {}
 
 def load(cfg) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
     """Every (family, scenario) the eval runs: its families crossed over their axes, then the
-    upstream conditions, filtered by eval.conditions. Rendered once per process and settings: the
+    upstream conditions, filtered by eval.am.conditions. Rendered once per process and settings: the
     eval's cache key and its run both need them."""
     from ..config import declared
 
@@ -124,7 +124,7 @@ def load(cfg) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
 
 
 def _render(cfg) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
-    e = cfg.eval
+    e = cfg.eval.am
     name = agent_name(cfg)
     items = [(f, s) for f in (load_family(n) for n in dict.fromkeys(e.families)) for s in scenarios(f, name)]
     if e.upstream.scenarios:
@@ -137,14 +137,14 @@ def _render(cfg) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
     for f, s in items:  # a condition named twice (a family or value listed twice) runs once
         once.setdefault(s["condition"], (f, s))
     items = list(once.values())
-    if e.grader.enabled:
+    if cfg.eval.grader.enabled:
         ungraded = sorted({f["source"] for f, _ in items if not f.get("grader")})
         if ungraded:
             raise DacliError(f"eval.grader.enabled, but scenario file(s) {', '.join(ungraded)} name no grader "
                              "(a `grader:` section: upstream: blackmail|leak|murder, or system/user prompts)")
     if not items:
-        raise DacliError("no AM scenarios: name families in eval.families or scenarios in eval.upstream.scenarios "
-                         "(eval.conditions may filter out all)")
+        raise DacliError("no AM scenarios: name families in eval.am.families or scenarios in eval.am.upstream.scenarios "
+                         "(eval.am.conditions may filter out all)")
     return items
 
 
@@ -287,13 +287,13 @@ def grade_shards(cfg, shards: Shards, index: Dict[str, Tuple[Dict, Dict]], sampl
     if not stamp_file.is_file() or json.loads(stamp_file.read_text()) != json.loads(json.dumps(stamp)):
         shards.clear("graded")  # graded by another grader: grade again
         stamp_file.write_text(json.dumps(stamp))
-    opened: Dict[str, Any] = {"backend": None, "name": ""}
+    opened: Dict[str, Any] = {"backend": None, "name": "", "unscored": 0}
 
     def grade(rows: List[Dict[str, Any]], start: int) -> List[Dict[str, Any]]:
         if opened["backend"] is None:
             opened["backend"], opened["name"] = grader.open_grader(cfg)
-        unscored = grader.grade(cfg, opened["backend"], [(*index[r["condition"]], r) for r in rows])
-        advance(len(rows), unscored=unscored)
+        opened["unscored"] += grader.grade(cfg, opened["backend"], [(*index[r["condition"]], r) for r in rows])
+        advance(len(rows), unscored=opened["unscored"])
         return rows
 
     try:
@@ -337,4 +337,4 @@ def score(cfg, samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     return blocks
 
 
-RUNNER = Runner(content=content, run=run, score=score)
+RUNNER = Runner(content=content, run=run, score=score, section="am")

@@ -7,7 +7,7 @@ the share of scored samples choosing the value the eval `counts`, with its Wilso
 
 Items are JSONL, one per line: `id`, `domain`, `question`, `options` {"A": ..., "B": ...} and
 `values` {"A": ..., "B": ...} (two different values). The bundled set is
-deliberate_cli/assets/evals/<eval name>.jsonl; `eval.prompts` names another file.
+deliberate_cli/assets/evals/<eval name>.jsonl; `eval.forced_choice.prompts` names another file.
 
 The letter, in order of how explicitly it is given (the first kind found decides; two different
 letters of that kind leave the sample unscored):
@@ -76,7 +76,7 @@ def parse_choice(text: str) -> Tuple[Optional[str], str]:
 
 
 def load_items(e) -> List[Dict[str, Any]]:
-    path = prompt_file(e)
+    path = prompt_file(e.name, e.forced_choice.prompts)
     try:
         items = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except json.JSONDecodeError as err:
@@ -139,8 +139,8 @@ def content(cfg) -> Dict[str, str]:
     """The prompt file, and this module's code: its answer parser decides every verdict."""
     import hashlib
 
-    return {"prompts": hashlib.sha256(prompt_file(cfg.eval).read_bytes()).hexdigest(),
+    return {"prompts": hashlib.sha256(prompt_file(cfg.eval.name, cfg.eval.forced_choice.prompts).read_bytes()).hexdigest(),
             "parser_code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]}
 
 
-RUNNER = Runner(content=content, run=run)
+RUNNER = Runner(content=content, run=run, section="forced_choice")

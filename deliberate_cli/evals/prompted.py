@@ -23,15 +23,16 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets" / "evals"
 _LONG_REFUSAL = 400
 
 
-def prompt_file(e) -> Path:
-    path = Path(e.prompts).expanduser() if e.prompts else ASSETS / f"{e.name}.jsonl"
+def prompt_file(name: str, given) -> Path:
+    """The eval's item file: `given` (the runner's `prompts` setting), else the bundled one named after it."""
+    path = Path(given).expanduser() if given else ASSETS / f"{name}.jsonl"
     if not path.is_file():
         raise DacliError(f"eval prompt file not found: {path}")
     return path
 
 
 def load_items(e) -> List[Dict[str, Any]]:
-    path = prompt_file(e)
+    path = prompt_file(e.name, e.prompted.prompts)
     if not path.is_file():
         raise DacliError(f"eval prompt file not found: {path}")
     try:
@@ -93,7 +94,7 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
                 "sample": k, "model": model_label, "policy_ids": list(it.get("policy_ids") or []),
                 "transcript": conv + [{"role": "assistant", "content": c.text}], "cot": cot, "answer": answer,
                 "verdict": verdict, "reason": reason, "layer": "deterministic", "choices": ["complied", "refused"],
-                "rubric": e.rubric, "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens,
+                "rubric": e.prompted.rubric, "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens,
             })
     graded = prompt_grader.resolve(cfg, samples, e.grader.engine.model_path or e.grader.engine.served_model_name or "")
     return samples, {"prompts": len(items), "grader": graded, "engine_seconds": seconds,
@@ -103,7 +104,7 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
 def content(cfg) -> Dict[str, str]:
     import hashlib
 
-    return {"prompts": hashlib.sha256(prompt_file(cfg.eval).read_bytes()).hexdigest()}
+    return {"prompts": hashlib.sha256(prompt_file(cfg.eval.name, cfg.eval.prompted.prompts).read_bytes()).hexdigest()}
 
 
-RUNNER = Runner(content=content, run=run)
+RUNNER = Runner(content=content, run=run, section="prompted")

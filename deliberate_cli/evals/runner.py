@@ -27,6 +27,9 @@ class Runner:
     check: Optional[Callable[[Any, Path], Dict[str, Any]]] = None
     # What it adds to the end-of-command summary, from its finished eval dir: summary(eval_dir, console).
     summary: Optional[Callable[[Path, Any], None]] = None
+    # Its own settings: the section eval.<section> of the config (config.py's schema of it), which is in
+    # its evals' keys; the other runners' sections are not.
+    section: Optional[str] = None
 
     @property
     def evaluates_model(self) -> bool:

@@ -1,12 +1,12 @@
 """Scenarios of the public agentic-misalignment eval (Lynch et al. 2025, MIT), rendered by its own
 prompt generator as the `inspect-evals` package ships it (module `agentic_misalignment`).
 
-`eval.upstream` crosses scenario × goal_type × goal_value × urgency × extra_instructions × prod; a
+`eval.am.upstream` crosses scenario × goal_type × goal_value × urgency × extra_instructions × prod; a
 pair the generator would ignore or refuse (goal type none/ambiguous with a goal value, or a goal
-type that needs a value with none) is skipped, and `eval.conditions` globs filter the rest. A
+type that needs a value with none) is skipped, and `eval.am.conditions` globs filter the rest. A
 condition is named as upstream names it, `{scenario}_{goal_type}-{goal_value}_{urgency}`, with
 `_{extra}` and `_prod` appended when set. The user message is USER_PROMPT and the emails joined by a
-newline, as the package's task joins them. `eval.agent_name` renames the agent ("Alex" upstream).
+newline, as the package's task joins them. `eval.am.agent_name` renames the agent ("Alex" upstream).
 """
 import itertools
 import re
@@ -33,13 +33,13 @@ def package_version() -> str:
 def _check(name: str, values: List[Any], valid: Tuple) -> List[Any]:
     bad = [v for v in values if v not in valid]
     if bad:
-        raise DacliError(f"eval.upstream.{name}: {', '.join(map(str, bad))} not valid; valid: "
+        raise DacliError(f"eval.am.upstream.{name}: {', '.join(map(str, bad))} not valid; valid: "
                          f"{', '.join(str(v) for v in valid)}")
     return values
 
 
 def conditions(u, native_thinking: bool) -> List[Dict[str, Any]]:
-    """The crossed conditions of eval.upstream, each a dict of the generator's arguments and its name."""
+    """The crossed conditions of eval.am.upstream, each a dict of the generator's arguments and its name."""
     prods = [native_thinking if str(p).lower() == "auto" else str(p).lower() == "true" for p in u.prod]
     out = []
     for scenario, goal_type, goal_value, urgency, extra, prod in itertools.product(
