@@ -185,7 +185,39 @@ class Index:
 
 @functools.lru_cache(maxsize=1)
 def eval_index() -> Index:
-    return Index(eval_documents())
+    """The index of every eval text, built once per content and kept in $DACLI_CACHE/decontam/: rendering
+    the public eval's prompts and indexing them takes seconds, which every `dacli generate` paid."""
+    import os
+    import pickle
+
+    from .models import cache_dir
+
+    path = cache_dir() / "decontam" / f"index-{_index_key()}.pickle"
+    try:
+        return pickle.loads(path.read_bytes())
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError):
+        pass
+    index = Index(eval_documents())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(pickle.dumps(index, protocol=pickle.HIGHEST_PROTOCOL))
+    os.replace(tmp, path)
+    return index
+
+
+def _index_key() -> str:
+    """What the index is built from: the AM families, the prompt-eval items, this module's code, and the
+    inspect-evals version that renders the public eval."""
+    import hashlib
+
+    from .evals import prompted, upstream
+    from .evals.am import ASSETS
+
+    files = sorted([*ASSETS.glob("*.yaml"), *prompted.ASSETS.glob("*.jsonl"), Path(__file__)])
+    digest = hashlib.sha256(upstream.package_version().encode())
+    for f in files:
+        digest.update(f.name.encode() + f.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def check(prompts: List[Dict[str, Any]], threshold: float, index: Optional[Index] = None) -> Dict[str, Any]:

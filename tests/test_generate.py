@@ -12,7 +12,7 @@ from deliberate_cli.generate.dedup import NearDuplicates
 
 def test_killed_generate_resumes_without_losing_or_duplicating(tiny_model, tmp_path):
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "data.n_samples=24",
-                          "generator.shard_size=3", "generator.cot_max_tokens=48", "generator.response_max_tokens=48")
+                          "generator.shard_size=3", "generator.cot_max_tokens=24", "generator.response_max_tokens=24")
     store = tmp_path / "runs" / "store"
     kill_after(["generate", *args], tmp_path, store, "aft-*/shards/samples-*.parquet")
     done = {p.name: p.stat().st_mtime_ns for p in store.glob("aft-*/shards/samples-*.parquet")}

@@ -67,10 +67,12 @@ def test_generate_train_eval_report_and_cache(tiny_model, tiny_store, tmp_path):
     assert (run / "am_rate.png").stat().st_size > 1000
 
 
-def test_run_msm_method_midtrains_then_sfts(tiny_model, tmp_path):
+def test_run_msm_method_midtrains_then_sfts_with_lora_adapters(tiny_model, tmp_path):
     # (the eval runs on transformers: vLLM serving a checkpoint dacli wrote is test_lora's, marked slow;
     # test_backends runs vLLM by default)
-    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=msm_aft", "eval.baseline=false")
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=msm_aft", "eval.baseline=false", "train.lora.enabled=true",
+                          "train.lora.r=4", "train.learning_rate=1e-3", "train.midtrain_learning_rate=1e-3",
+                          "train.report_to=[]", "eval.samples_per_scenario=1", "eval.am.conditions=[*_none_none]")
     out = dacli("run", *args, cwd=tmp_path).stdout
     run = tmp_path / "runs" / "tiny-msm_aft-n8"
     docs = pq.read_table(run / "data" / "msm" / "msm_docs.parquet").to_pylist()
@@ -80,9 +82,24 @@ def test_run_msm_method_midtrains_then_sfts(tiny_model, tmp_path):
     assert mid["counts"]["examples"] == len(docs)
     mid_dir = (run / "checkpoints" / "midtrain").resolve()
     assert mid_dir.parent == (tmp_path / "runs" / "store").resolve()
-    assert sft["inputs"]["init"]["path"] == sft["base_model"] == str(mid_dir)
     assert (run / "report.md").is_file() and (run / "eval" / "am" / "scores.json").is_file()
     assert "report" in out and "sft" in out
+
+    # With LoRA each stage saves its adapter only; sft trains on the midtrained weights, merged once for it.
+    from safetensors.torch import load_file
+
+    from deliberate_cli.models import adapter_info
+
+    sft_dir = run / "checkpoints" / "sft"
+    for ckpt in (sft_dir, mid_dir):
+        assert (ckpt / "adapter_model.safetensors").is_file() and not (ckpt / "config.json").exists()
+    assert adapter_info(mid_dir)["base"] == str(tiny_model) and adapter_info(mid_dir)["r"] == 4
+    assert sft["inputs"]["init"]["path"] == str(mid_dir) and sft["base_model"] == str(mid_dir / "merged")
+    assert adapter_info(sft_dir)["base"] == str(mid_dir / "merged") and (mid_dir / "merged" / "config.json").is_file()
+    lora_b = [t for n, t in load_file(sft_dir / "adapter_model.safetensors").items() if "lora_B" in n]
+    assert lora_b and any(t.abs().sum() > 0 for t in lora_b) and sft["counts"]["lora"] is True  # trained: B starts at 0
+    # the transformers engine cannot serve an adapter: the eval merged it once, beside it
+    assert (sft_dir / "merged" / "config.json").is_file()
 
     # The other msm_* method re-uses the AFT data, the MSM corpus and the midtrained checkpoint: its
     # generate only links the store entries into its run dir, and its train midtrains nothing.
@@ -94,7 +111,7 @@ def test_run_msm_method_midtrains_then_sfts(tiny_model, tmp_path):
     assert (cot_run / "checkpoints" / "midtrain").resolve() == mid_dir
     assert read_json(mid_dir / "manifest.json") == mid
     cot_sft = read_json(cot_run / "checkpoints" / "sft" / "manifest.json")
-    assert cot_sft["base_model"] == str(mid_dir) and cot_sft["config"]["sft"]["cot"] is True
+    assert cot_sft["base_model"] == str(mid_dir / "merged") and cot_sft["config"]["sft"]["cot"] is True
 
 
 def test_user_errors_in_stages_are_one_line(tiny_model, tmp_path):
@@ -114,7 +131,8 @@ def test_user_errors_in_stages_are_one_line(tiny_model, tmp_path):
 def test_sweep_shares_data_and_baseline_reports_and_survives_a_failed_job(tiny_model, tmp_path):
     # Two methods × three counts, two jobs at a time; n=999 exceeds the 200 bundled prompts and fails.
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot,aft_cot", "data.n_samples=4,8,999",
-                          "eval.samples_per_scenario=1", "eval.max_tokens=16", "hydra/launcher=local_parallel")
+                          "eval.samples_per_scenario=1", "eval.max_tokens=16", "eval.am.conditions=[*_none_none]",
+                          "hydra/launcher=local_parallel")
     proc = dacli("run", "-m", *args, cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "2 sweep job(s) failed" in proc.stderr and "has only 200 prompts" in proc.stderr
     sweep = tmp_path / "runs" / "sweeps" / "tiny"
@@ -146,7 +164,7 @@ def test_sweep_shares_data_and_baseline_reports_and_survives_a_failed_job(tiny_m
         if m != "baseline":
             scores = read_json(sweep / f"{m}-n{n}" / "eval" / "am" / "scores.json")["overall"]
             assert (row["k"], row["n"], row["rate"]) == (scores["k"], scores["n"], scores["rate"])
-            assert row["n"] + row["unscored"] == 27  # 27 conditions x 1 sample
+            assert row["n"] + row["unscored"] == 3  # the three families' control conditions x 1 sample
     assert sorted(f["run"] for f in report["failed"]) == ["aft_cot-n999", "aft_nocot-n999"]
     assert all("has only 200 prompts" in f["error"] for f in report["failed"])
     md = (sweep / "report.md").read_text()

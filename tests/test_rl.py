@@ -2,6 +2,7 @@
 and never sees the CoT; it trains from the sft checkpoint, is recorded like sft, and resumes."""
 import json
 
+import pytest
 from omegaconf import OmegaConf
 
 from conftest import dacli, kill_after, read_json, tiny_overrides
@@ -64,6 +65,7 @@ def test_rl_trains_from_sft_rewards_every_answer_and_is_recorded(tiny_model, tmp
     assert read_json(run / "rl" / "manifest.json") == m  # fresh: not trained again
 
 
+@pytest.mark.slow  # ~35 s; the trainer's resume after SIGKILL is test_train's, on the same code path (fit.train_into)
 def test_killed_rl_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
     args = _args(tiny_model, tmp_path, "method.rl.epochs=8", "train.save_steps=3")
     dacli("generate", *args, cwd=tmp_path)
