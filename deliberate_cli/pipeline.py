@@ -18,6 +18,7 @@ from . import progress
 from .errors import DacliError
 from .processes import die_with_parent
 
+
 def task(cfg) -> None:
     """The Hydra task: resolve the run dir, save the config, run each stage in a child process."""
     from hydra.core.hydra_config import HydraConfig
