@@ -66,10 +66,10 @@ def ensure(cfg, spec: Spec, prompts: List[Dict], prompts_id: str, engines: Engin
         build = lambda out: _generate(cfg, spec, prompts, engines, out, contamination, e.found())  # noqa: E731
     built = e.materialise(build, link=(cfg, "data/aft"))
     here = _counts(cfg, *_read_store(e.path, n), n) if built.manifest["counts"]["prompts"] > n else built.manifest["counts"]
-    last = {} if built.cached else built.manifest.get("history", [{}])[-1]
+    this_call = {} if built.cached else built.manifest.get("history", [{}])[-1]  # what this run generated
     return {"dir": str(e.path), "cached": built.cached, **here,
-            **{k: last.get(k) for k in ("engine_seconds", "generated_tokens", "tokens_per_second", "resumed_shards")
-               if not built.cached}}
+            **{k: this_call.get(k) for k in ("engine_seconds", "generated_tokens", "tokens_per_second", "resumed_shards")
+               if k in this_call}}
 
 
 def _generate(cfg, spec: Spec, prompts: List[Dict], engines: Engines, out: Path, contamination: Dict[str, Any],
