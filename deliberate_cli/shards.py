@@ -11,7 +11,6 @@ other's shards into one of its own. Shards are parquet, or JSON lines for record
 from row to row (an eval's samples).
 """
 import json
-import os
 import re
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple, Union
@@ -33,24 +32,25 @@ class Shards:
         return self.dir / f"{step}-{start:08d}-{stop:08d}.{self.fmt}"
 
     def write(self, path: Path, rows: Rows) -> None:
-        if self.fmt == "parquet":
-            rundir.write_parquet(path, rows)
-            return
-        tmp = path.with_name(f".{path.name}.tmp")
-        with tmp.open("w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, path)
+        (rundir.write_parquet if self.fmt == "parquet" else rundir.write_jsonl)(path, rows)
 
     def load(self, path: Path) -> Rows:
         if self.fmt == "parquet":
             return rundir.read_parquet(path)
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
-    def clear(self, step: str) -> None:
-        """Drop every shard of a step (made with settings that no longer hold)."""
-        for files in self.ranges(step).values():
-            files[step].unlink()
+    def stamped(self, step: str, stamp: Dict, name: str) -> None:
+        """Keep a step's shards only if they were made with `stamp` (recorded in the file `name`): the
+        graded shards of another grader, or another monitor's answers, are done again."""
+        path = self.dir / name
+        try:
+            same = json.loads(path.read_text()) == json.loads(json.dumps(stamp, default=str))
+        except (FileNotFoundError, json.JSONDecodeError):
+            same = False
+        if not same:
+            for files in self.ranges(step).values():
+                files[step].unlink()
+            rundir.write_json(path, stamp)
 
     def ranges(self, *steps: str) -> Dict[Tuple[int, int], Dict[str, Path]]:
         """(start, stop) -> {step: path} for the shards of these steps present, in order."""

@@ -178,9 +178,7 @@ def _score(cfg, r: Runner, model_path: str, label: str, work: Path) -> Dict[str,
     timing = {"engine_seconds": round(engine_seconds, 2),
               "generated_tokens": sum(s["completion_tokens"] for s in samples),
               "tokens_per_second": round(engine_tokens / engine_seconds, 1) if engine_seconds > 0 else None}
-    with (work / "samples.jsonl").open("w") as f:
-        for s in samples:
-            f.write(json.dumps(s) + "\n")
+    rundir.write_jsonl(work / "samples.jsonl", samples)
     rundir.write_json(work / "scores.json", scores)
     if e.inspect_log:
         from .inspect_log import write as write_inspect_log

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-from .. import progress
+from .. import progress, rundir
 from ..cot import split as split_cot
 from ..errors import DacliError
 from . import actions as actions_mod
@@ -174,14 +174,6 @@ def classify_sample(family: Dict[str, Any], scenario: Dict[str, Any], text: str)
     return {"cot": cot, "actions": actions, "deterministic": {"verdict": verdict, "reason": reason}}
 
 
-def _write(path: Path, rows: List[Dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    tmp.replace(path)
-
-
 def _runs(pairs: List[Tuple[int, int]]) -> List[Tuple[int, int, int]]:
     """(scenario index, first sample, count) runs of consecutive (scenario, sample) pairs."""
     runs: List[Tuple[int, int, int]] = []
@@ -264,7 +256,7 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
         progress.console().print(
             "[yellow]warning:[/] upstream templates leave placeholders unfilled (sent as upstream sends them): " +
             "; ".join(f"{c}: {', '.join(v)}" for c, v in unfilled.items()), highlight=False, soft_wrap=True)
-    _write(work / "scenarios.jsonl", [{"condition": s["condition"], "family": s["family"], "axes": s["axes"],
+    rundir.write_jsonl(work / "scenarios.jsonl", [{"condition": s["condition"], "family": s["family"], "axes": s["axes"],
                                        "system": s["system"], "user": s["user"]} for _, s in items])
     # engine_seconds and engine_tokens: generating (and classifying) in this process; a resumed eval
     # counts only what it made now
@@ -282,11 +274,7 @@ def grade_shards(cfg, shards: Shards, index: Dict[str, Tuple[Dict, Dict]], sampl
     from ..config import declared
     from . import grader
 
-    stamp = declared(cfg, "eval.grader")["eval.grader"]  # the grader, named by its model
-    stamp_file = shards.dir / "GRADER.json"
-    if not stamp_file.is_file() or json.loads(stamp_file.read_text()) != json.loads(json.dumps(stamp)):
-        shards.clear("graded")  # graded by another grader: grade again
-        stamp_file.write_text(json.dumps(stamp))
+    shards.stamped("graded", declared(cfg, "eval.grader")["eval.grader"], "GRADER.json")  # the grader, by its model
     opened: Dict[str, Any] = {"backend": None, "name": "", "unscored": 0}
 
     def grade(rows: List[Dict[str, Any]], start: int) -> List[Dict[str, Any]]:
@@ -311,14 +299,12 @@ def grade_shards(cfg, shards: Shards, index: Dict[str, Tuple[Dict, Dict]], sampl
 def content(cfg) -> Dict[str, str]:
     """The rendered scenarios and their classifier settings, the public eval's package version, and
     the deterministic layer's own code: a change to its rules re-runs the evals it classified."""
-    import hashlib
-
     from . import upstream
 
     here = Path(__file__).resolve().parent
     files = sorted([here / "actions.py", here / "am.py", *(here / "deterministic").glob("*.py")])
     return {"scenarios": fingerprint(load(cfg)), "inspect_evals": upstream.package_version(),
-            "classifier_code": hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]}
+            "classifier_code": rundir.files_sha256(files)}
 
 
 def score(cfg, samples: List[Dict[str, Any]]) -> Dict[str, Any]:

@@ -139,8 +139,10 @@ def content(cfg) -> Dict[str, str]:
     """The prompt file, and this module's code: its answer parser decides every verdict."""
     import hashlib
 
+    from ..rundir import files_sha256
+
     return {"prompts": hashlib.sha256(prompt_file(cfg.eval.name, cfg.eval.forced_choice.prompts).read_bytes()).hexdigest(),
-            "parser_code": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]}
+            "parser_code": files_sha256([Path(__file__)])}
 
 
 RUNNER = Runner(content=content, run=run, section="forced_choice")

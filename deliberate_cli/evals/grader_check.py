@@ -68,18 +68,12 @@ def kappa(pairs: List[Tuple[str, str]]) -> Optional[float]:
 
 def content(cfg) -> Dict[str, str]:
     """The labelled set and the deterministic layer's code (its verdicts are reported beside the grader's)."""
-    import hashlib
-
-    return {"labelled": hashlib.sha256(LABELLED.read_bytes()).hexdigest()[:16], "code": _code()}
-
-
-def _code() -> str:
-    import hashlib
+    from ..rundir import files_sha256
 
     here = Path(__file__).resolve().parent
-    files = sorted([here / "actions.py", here / "am.py", here / "grader.py", here / "grader_check.py",
-                    *(here / "deterministic").glob("*.py")])
-    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()[:16]
+    code = sorted([here / "actions.py", here / "am.py", here / "grader.py", here / "grader_check.py",
+                   *(here / "deterministic").glob("*.py")])
+    return {"labelled": files_sha256([LABELLED]), "code": files_sha256(code)}
 
 
 def check(cfg, work: Path) -> Dict[str, Any]:

@@ -250,10 +250,7 @@ def run(cfg, work: Path, samples: List[Dict[str, Any]]) -> Dict[str, Any]:
         check(cfg)  # says which keys name the monitor
     spec_text = load_spec(cfg.spec, names(cfg)).render()
     shards = Shards(Path(work) / "shards", fmt="jsonl")
-    stamp, stamp_file = json.loads(json.dumps(_stamp(cfg, spec_text))), shards.dir / STAMP
-    if not stamp_file.is_file() or json.loads(stamp_file.read_text()) != stamp:
-        shards.clear(STEP)  # asked with other settings: ask again
-        stamp_file.write_text(json.dumps(stamp))
+    shards.stamped(STEP, _stamp(cfg, spec_text), STAMP)  # asked with other settings: ask again
     for s in samples:
         s.update(monitor_harmful=None, monitor_spec=None, monitor_raw=None)
     shown = [(s, cot) for s in samples for cot in [shown_cot(s)[0]] if cot is not None]

@@ -12,7 +12,6 @@ Recipe, per stage:
 The next stage starts from this one's weights (a LoRA adapter merged once for it, models.merged).
 A method is only a list of stage names; this package knows stages, never method names.
 """
-import json
 from typing import Any, Dict
 
 from .. import rundir
@@ -68,7 +67,5 @@ def _fit(cfg, stage: str, model_path: str, rows, tmp) -> Dict[str, Any]:
     if stage == "sft":  # what it trained on, each record tagged with where it came from
         sources = [r.get("source", "alignment") for r in rows]
         counts.update(alignment_examples=sources.count("alignment"), mix_examples=sources.count("mix"))
-        with (tmp / "train_data.jsonl").open("w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+        rundir.write_jsonl(tmp / "train_data.jsonl", rows)
     return {"counts": counts, "base_model": model_path, "loss_history": counts.pop("loss_history")}
