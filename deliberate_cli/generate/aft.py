@@ -24,11 +24,11 @@ from .. import judge as judging
 from ..backends import Backend, Completion, Sampling
 from ..config import declared
 from ..errors import DacliError
+from ..shards import Shards
 from ..spec import Spec, generator_system_prompt
 from ..spec import identity as spec_identity
 from ..store import Entry
 from .engines import Engines
-from ..shards import Shards
 
 
 def key(cfg, prompts_sha256: str) -> Dict[str, Any]:

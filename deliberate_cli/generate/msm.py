@@ -23,6 +23,7 @@ from .. import diversity, progress, rundir
 from ..backends import Sampling
 from ..compose import msm_spec_config
 from ..config import declared
+from ..shards import Shards
 from ..spec import Spec
 from ..spec import identity as spec_identity
 from ..store import Entry
@@ -30,7 +31,6 @@ from . import lists
 from .dedup import NearDuplicates
 from .engines import model_identity
 from .prompt_pool import categories
-from ..shards import Shards
 
 Rows = List[Dict[str, Any]]
 

@@ -22,13 +22,13 @@ from .. import decontam, diversity, progress, rundir
 from ..backends import Sampling
 from ..config import declared
 from ..errors import DacliError
+from ..shards import Shards
 from ..spec import Spec
 from ..spec import identity as spec_identity
 from ..store import Entry
 from . import lists
 from .dedup import NearDuplicates
 from .engines import model_identity
-from ..shards import Shards
 
 _BEHAVIOUR = {"help": "comply", "comply": "comply", "partial": "safe-complete", "refuse": "refuse"}
 
