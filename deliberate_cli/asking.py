@@ -23,6 +23,9 @@ class Answer:
     attempts: int
     error: str = ""
     overflow: bool = False
+    # What the attempts cost, all of them (a replayed answer's as when it was first asked).
+    input_tokens: int = 0
+    output_tokens: int = 0
 
     @property
     def ok(self) -> bool:
@@ -40,21 +43,23 @@ def ask(backend: Backend, convs: List[Conversation], parse: Callable[[int, str],
         if not pending:
             break
         if attempt == 1:  # n answers per conversation in one request
-            outs = [c for cs in backend.chat(convs, Sampling(max_tokens, temperature, 1.0, n, seed), seed_offset)
+            outs = [c for cs in backend.chat(convs, Sampling(max_tokens, temperature, None, n, seed), seed_offset)
                     for c in cs]
         else:  # each refused answer again, at a temperature that can give another
             t = max(temperature, RETRY_TEMPERATURE)
-            outs = [cs[0] for cs in backend.chat([convs[k // n] for k in pending], Sampling(max_tokens, t, 1.0, 1, seed + attempt - 1),
+            outs = [cs[0] for cs in backend.chat([convs[k // n] for k in pending], Sampling(max_tokens, t, None, 1, seed + attempt - 1),
                                                   seed_offset)]
         still = []
         for k, out in zip(pending, outs):
+            spent = {"input_tokens": answers[k].input_tokens + (out.prompt_tokens if attempt > 1 or k % n == 0 else 0),
+                     "output_tokens": answers[k].output_tokens + out.completion_tokens}
             if out.finish_reason == "overflow":  # asking again cannot help
                 answers[k] = Answer(None, "", attempt, "the conversation does not fit the model's context", True)
                 continue
             try:
-                answers[k] = Answer(parse(k // n, out.text), out.text, attempt)
+                answers[k] = Answer(parse(k // n, out.text), out.text, attempt, **spent)
             except ValueError as e:
                 still.append(k)
-                answers[k] = Answer(None, out.text, attempt, str(e))
+                answers[k] = Answer(None, out.text, attempt, str(e), **spent)
         pending = still
     return answers

@@ -110,7 +110,7 @@ def judgements(spec: Spec, records: List[Dict], judge: Backend, j, can_continue:
         if todo:
             texts = [answers[i * j.k + m].text for i, m in todo]
             more = judge.chat([convs[i] + [{"role": "assistant", "content": t.rstrip() + "\nScore: "}]
-                               for (i, _), t in zip(todo, texts)], Sampling(4, 0.0, 1.0, 1, j.seed), seed_offset)
+                               for (i, _), t in zip(todo, texts)], Sampling(4, 0.0, None, 1, j.seed), seed_offset)
             for (i, m), t, (c,) in zip(todo, texts, more):
                 got = parse_judgement("Score: " + c.text, [])
                 if got:

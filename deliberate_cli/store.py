@@ -27,7 +27,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from . import rundir, usage
 from .errors import DacliError
@@ -105,7 +105,9 @@ class Entry:
             if m and m.get("config_hash") != self.key_hash:
                 raise DacliError(f"{self.path} holds data for another config; remove it")
             self.path.mkdir(parents=True, exist_ok=True)
-            manifest = self._manifest(build(self.path), started)
+            with usage.frame() as models:
+                fields = build(self.path)
+            manifest = self._manifest(fields, started, models)
             rundir.write_json(self.path / rundir.MANIFEST, manifest)
             return manifest
         stamp = self.resume if self.resume is not None else {"config_hash": self.key_hash, "inputs": self.inputs}
@@ -117,7 +119,9 @@ class Entry:
             shutil.copytree(self.path / "shards", partial / "shards", copy_function=_link_or_copy)
         partial.mkdir(parents=True, exist_ok=True)
         rundir.write_json(partial / RESUME, stamp)
-        manifest = self._manifest(build(partial), started)
+        with usage.frame() as models:
+            fields = build(partial)
+        manifest = self._manifest(fields, started, models)
         rundir.write_json(partial / rundir.MANIFEST, manifest)
         if self.path.exists() or self.path.is_symlink():
             old = self.path.with_name(self.path.name + ".old")
@@ -134,13 +138,16 @@ class Entry:
             _tidy(self.path)
         return manifest
 
-    def _manifest(self, fields: Dict[str, Any], started: float) -> Manifest:
+    def _manifest(self, fields: Dict[str, Any], started: float, models: List[Dict[str, Any]]) -> Manifest:
         fields = dict(fields)
         return {"stage": self.stage, "config_hash": self.key_hash, "config": self.key, "inputs": self.inputs,
                 "counts": fields.pop("counts", {}),
                 "timings": {"started": started, "seconds": round(time.time() - started, 2)},
                 "versions": rundir.package_versions(),
                 "usage": usage.peak(),  # the stage's peak CPU and GPU memory up to now (usage.py)
+                # requests and tokens of every model this build asked (not entries built inside it, which
+                # count their own): what `dacli report` totals
+                "models": models,
                 **fields}
 
 
@@ -157,8 +164,9 @@ def _read(path: Path) -> Any:
 
 def _link_or_copy(src: str, dst: str) -> None:
     """Shard files are written once and replaced by rename, never changed in place: a hard link shares
-    them safely. Stamps (.json) are rewritten in place, so they are copied."""
-    if src.endswith(".json"):
+    them safely. Stamps (.json) are rewritten in place and journals (.journal, backends/journal.py)
+    appended to, so they are copied."""
+    if src.endswith((".json", ".journal")):
         shutil.copy2(src, dst)
         return
     try:

@@ -1,4 +1,5 @@
-"""What a stage used, for its manifests: peak CPU memory (RSS summed over the stage process and its
+"""What a stage used, for its manifests: the requests and tokens of every model it asked (count(),
+called by every backend that backends.open_backend opens), peak CPU memory (RSS summed over the stage process and its
 children: vLLM's engine core, accelerate's ranks) and peak GPU memory, sampled twice a second by a
 daemon thread that pipeline.run_stage starts.
 
@@ -10,11 +11,46 @@ NVML or a GPU the GPU fields are null.
 import os
 import threading
 import time
-from typing import Any, Dict, Optional
+from contextlib import contextmanager
+from typing import Any, Dict, List, Optional
 
 _peak: Dict[str, Any] = {"cpu_rss_gb": 0.0, "gpu_gb": None, "gpu_measured": None, "gpus": None}
 _thread: Optional[threading.Thread] = None
 _GB = 1024 ** 3
+_frames: List[Dict[str, Dict[str, Any]]] = [{}]  # the process's own, then one per store entry being built
+_models_lock = threading.Lock()
+
+
+def count(role: str, model: str, requests: int, input_tokens: int, output_tokens: int) -> None:
+    """Add what one batch of requests to `model`, playing `role` (generator, judge, eval, grader,
+    monitor), cost, to the innermost store entry being built."""
+    with _models_lock:
+        row = _frames[-1].setdefault(f"{role}:{model}", {"role": role, "model": model, "requests": 0,
+                                                         "input_tokens": 0, "output_tokens": 0})
+        row["requests"] += requests
+        row["input_tokens"] += input_tokens
+        row["output_tokens"] += output_tokens
+
+
+def current() -> List[Dict[str, Any]]:
+    """What the innermost frame has counted so far."""
+    with _models_lock:
+        return [dict(r) for r in _frames[-1].values()]
+
+
+@contextmanager
+def frame():
+    """Count the requests made inside into a list of its own (one row per role and model), apart from
+    any enclosing frame's: an entry built inside another's build is counted in its own manifest only,
+    so that totals over manifests count every request once."""
+    rows: List[Dict[str, Any]] = []
+    with _models_lock:
+        _frames.append({})
+    try:
+        yield rows
+    finally:
+        with _models_lock:
+            rows.extend(_frames.pop().values())
 
 
 def start(interval: float = 0.5) -> None:

@@ -93,24 +93,36 @@ def kill_after(args: list, cwd: Path, shards: Path, pattern: str, count: int = 2
 
 
 class ChatServer:
-    """A real HTTP server on loopback speaking the OpenAI chat-completions protocol, standing in for a
-    hosted model: `answer(request) -> [texts]` gives one text per choice; requests are kept in `seen`."""
+    """A real HTTP server on loopback standing in for a hosted model: it speaks the OpenAI
+    chat-completions protocol and Anthropic's messages protocol (POST .../messages). `answer(request)
+    -> [texts]` gives one text per choice; requests are kept in `seen`, the status of every response in
+    `statuses`, and the successful answers per request body in `answered`.
 
-    def __init__(self, answer):
+    Faults, as a hosted API under load gives them: `faults(body, nth)` -> a status code (429 comes with
+    `Retry-After: 1`, 500 and 400 with an error body) or None to answer, for the nth time (0-based) the
+    same body arrives; `strict_sampling` refuses, with 400, a request that sets both temperature and
+    top_p (as some hosted models do)."""
+
+    def __init__(self, answer, faults=None, strict_sampling=False):
         import threading
+        from collections import Counter
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         outer, self.answer, self.seen = self, answer, []
+        self.statuses, self.answered, self.times = Counter(), Counter(), {}
+        lock, arrivals = threading.Lock(), Counter()
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *a):
                 pass
 
-            def _send(self, obj):
+            def _send(self, obj, status=200, headers=None):
                 body = json.dumps(obj).encode()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -118,16 +130,45 @@ class ChatServer:
                 self._send({"object": "list", "data": [{"id": "stand-in", "object": "model", "created": 0, "owned_by": "t"}]})
 
             def do_POST(self):
-                req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                req["authorization"] = self.headers.get("Authorization")
+                import time
+
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                req = json.loads(raw)
+                body = json.dumps(req, sort_keys=True)
+                with lock:
+                    nth = arrivals[body]
+                    arrivals[body] += 1
+                    outer.times.setdefault(body, []).append(time.monotonic())
+                req["authorization"] = self.headers.get("Authorization") or self.headers.get("x-api-key")
                 outer.seen.append(req)
+                status = faults(body, nth) if faults else None
+                if strict_sampling and "temperature" in req and "top_p" in req:
+                    status = 400
+                if status:
+                    with lock:
+                        outer.statuses[status] += 1
+                    message = ("`temperature` and `top_p` cannot both be specified for this model"
+                               if status == 400 else "rate limited" if status == 429 else "internal error")
+                    error = {"type": "error", "error": {"type": "invalid_request_error" if status == 400 else
+                                                        "rate_limit_error" if status == 429 else "api_error",
+                                                        "message": message}}
+                    return self._send(error, status, {"Retry-After": "1"} if status == 429 else None)
+                texts = outer.answer(req)
+                with lock:
+                    outer.statuses[200] += 1
+                    outer.answered[body] += 1
+                if self.path.endswith("/messages"):  # Anthropic's messages protocol
+                    return self._send({"id": "msg_1", "type": "message", "role": "assistant", "model": req["model"],
+                                       "content": [{"type": "text", "text": texts[0]}], "stop_reason": "end_turn",
+                                       "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": 5}})
                 self._send({"id": "x", "object": "chat.completion", "created": 0, "model": req["model"],
                             "choices": [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": a}}
-                                        for i, a in enumerate(outer.answer(req))],
+                                        for i, a in enumerate(texts)],
                             "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+        self.root = f"http://127.0.0.1:{self.server.server_port}"
+        self.url = f"{self.root}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def __enter__(self):

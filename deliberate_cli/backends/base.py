@@ -14,7 +14,8 @@ Conversation = List[Dict[str, str]]
 class Sampling:
     max_tokens: int
     temperature: float = 0.0
-    top_p: float = 1.0
+    # None: not sent (an endpoint uses its own default; some hosted models refuse top_p beside temperature).
+    top_p: Optional[float] = None
     n: int = 1
     seed: int = 0
     stop: List[str] = field(default_factory=list)
@@ -31,6 +32,8 @@ class Completion:
     stop_reason: Optional[str] = None
     # Reasoning returned apart from the text (an OpenAI-compatible server's `reasoning` field).
     reasoning: Optional[str] = None
+    # Given before and read back from the backend's journal (journal.py): no request was sent now.
+    replayed: bool = False
 
 
 class Backend(Protocol):

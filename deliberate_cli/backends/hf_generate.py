@@ -52,7 +52,7 @@ class TransformersBackend:
         with torch.no_grad():
             out = self.model.generate(
                 **enc, max_new_tokens=max_tokens, do_sample=sample, num_return_sequences=sampling.n,
-                temperature=sampling.temperature if sample else None, top_p=sampling.top_p if sample else None,
+                temperature=sampling.temperature if sample else None, top_p=(1.0 if sampling.top_p is None else sampling.top_p) if sample else None,
                 top_k=None, stop_strings=sampling.stop or None, tokenizer=self.tokenizer,
                 pad_token_id=self.tokenizer.pad_token_id,
             )

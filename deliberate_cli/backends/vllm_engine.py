@@ -75,7 +75,8 @@ class VllmBackend:
         fits = [i for i, n in enumerate(lengths) if n < self.max_model_len]
         # One seed per request: a shared seed would make every request draw the same sample.
         params = [
-            SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+            SamplingParams(n=sampling.n, temperature=sampling.temperature,
+                           top_p=1.0 if sampling.top_p is None else sampling.top_p,
                            max_tokens=min(sampling.max_tokens, self.max_model_len - lengths[i]),
                            stop=sampling.stop or None,
                            seed=sampling.seed + seed_offset + i if self.per_request_seeds else None)

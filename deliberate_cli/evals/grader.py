@@ -81,22 +81,26 @@ def label(flag: Optional[bool]) -> str:
 
 
 def grader_name(cfg) -> str:
+    from ..backends import model_name
+
     g = cfg.eval.grader
-    return g.engine.model_path or g.engine.served_model_name or ""
+    return model_name(g.engine, g.engine.model_path or "")
 
 
-def open_grader(cfg):
-    """(backend, model name) of eval.grader: its own model, none of the evaluated model's settings."""
+def open_grader(cfg, journal=None):
+    """(backend, model name) of eval.grader: its own model, none of the evaluated model's settings.
+    `journal`: where a remote grader's answers are kept as they arrive (backends/journal.py)."""
     from omegaconf import OmegaConf
 
     from ..backends import open_backend
 
     g, name = cfg.eval.grader, grader_name(cfg)
     if not name:
-        raise DacliError("eval.grader.enabled needs eval.grader.engine.model_path (a local model) or "
+        raise DacliError("eval.grader.enabled needs a grader: eval.grader.model=anthropic/claude-sonnet-4-6 (any "
+                         "model Inspect names), eval.grader.engine.model_path (a local model) or "
                          "eval.grader.engine.served_model_name (on an OpenAI-compatible server)")
-    return open_backend(g.engine, name, OmegaConf.create({"max_model_len": g.max_model_len,
-                                                          "chat_template_kwargs": {}})), name
+    return open_backend(g.engine, g.engine.model_path or name, OmegaConf.create(
+        {"max_model_len": g.max_model_len, "chat_template_kwargs": {}}), role="grader", journal=journal), name
 
 
 def grade(cfg, backend, todo: List[Tuple[Dict[str, Any], Dict[str, Any], Dict[str, Any]]]) -> int:
@@ -112,14 +116,16 @@ def grade(cfg, backend, todo: List[Tuple[Dict[str, Any], Dict[str, Any], Dict[st
         family, _, sample = todo[i]
         return verdicts(family, sample["response"], text, sample["deterministic"]["verdict"])
 
-    unscored = 0
+    unscored, name = 0, grader_name(cfg)
     for (_, _, sample), a in zip(todo, ask(backend, convs, parse, g.max_tokens, g.temperature, g.engine.seed, g.attempts)):
+        used = {"model": name, "requests": a.attempts, "input_tokens": a.input_tokens, "output_tokens": a.output_tokens}
         if not a.ok:
             unscored += 1
             sample["grader"] = {"harmful": "unscored", "classifier_verdict": "unscored", "attempts": a.attempts,
-                                "reasoning": f"no usable answer after {a.attempts} attempt(s): {a.error}", "output": a.text}
+                                "reasoning": f"no usable answer after {a.attempts} attempt(s): {a.error}", "output": a.text,
+                                "usage": used}
             continue
         harmful, verdict, reasoning = a.value
         sample["grader"] = {"harmful": label(harmful), "classifier_verdict": label(verdict), "attempts": a.attempts,
-                            "reasoning": reasoning}
+                            "reasoning": reasoning, "usage": used}
     return unscored

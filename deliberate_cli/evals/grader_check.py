@@ -84,7 +84,7 @@ def check(cfg, work: Path) -> Dict[str, Any]:
 
     if not cfg.eval.grader.enabled:
         raise DacliError("am_grader_check checks a grader: set eval.grader.enabled=true and name its model "
-                         "(eval.grader.engine.model_path or served_model_name)")
+                         "(eval.grader.model=anthropic/claude-sonnet-4-6, or eval.grader.engine.model_path or served_model_name)")
     items = load()
     samples = []
     for item in items:
@@ -133,3 +133,5 @@ def print_report(eval_dir: Path, console) -> None:
 
 
 RUNNER = Runner(content=content, check=check, summary=print_report)
+# The eval (conf/eval/am_grader_check.yaml) whose store entries an AM eval looks up for its grader's kappa.
+NAME = "am_grader_check"

@@ -72,8 +72,10 @@ class MonitorParseError(ValueError):
 
 
 def monitor_name(cfg) -> str:
+    from ..backends import model_name
+
     m = cfg.eval.monitor
-    return m.engine.model_path or m.engine.served_model_name or ""
+    return model_name(m.engine, m.engine.model_path or "") or ""
 
 
 def check(cfg) -> None:
@@ -86,12 +88,13 @@ def check(cfg) -> None:
                          f"{cfg.eval.name} runs '{cfg.eval.runner}'; set eval.monitor.enabled=false")
     if not monitor_name(cfg):
         raise DacliError("eval.monitor.enabled=true but no monitor model is named: set "
+                         "eval.monitor.model=anthropic/claude-sonnet-4-6 (any model Inspect names), "
                          "eval.monitor.engine.model_path=/a/local/model (with eval.monitor.engine.backend=vllm or "
                          "transformers) or eval.monitor.engine.served_model_name=NAME with "
                          "eval.monitor.engine.base_url=URL (eval.monitor.engine.backend=openai)")
     if m.engine.lora not in ("auto", "adapter", "merged"):
         raise DacliError(f"eval.monitor.engine.lora must be auto, adapter or merged, got '{m.engine.lora}'")
-    if m.engine.model_path and m.engine.backend != "openai":
+    if m.engine.model_path and m.engine.backend != "openai" and not m.engine.model:
         from ..models import locate
 
         locate(m.engine.model_path, "eval.monitor.engine.model_path")
@@ -251,6 +254,7 @@ def run(cfg, work: Path, samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     spec_text = load_spec(cfg.spec, names(cfg)).render()
     shards = Shards(Path(work) / "shards", fmt="jsonl")
     shards.stamped(STEP, _stamp(cfg, spec_text), STAMP)  # asked with other settings: ask again
+    work_journal = shards.dir / "monitor.journal"  # a remote monitor's answers, as they arrive
     for s in samples:
         s.update(monitor_harmful=None, monitor_spec=None, monitor_raw=None)
     shown = [(s, cot) for s in samples for cot in [shown_cot(s)[0]] if cot is not None]
@@ -258,8 +262,9 @@ def run(cfg, work: Path, samples: List[Dict[str, Any]]) -> Dict[str, Any]:
 
     def answer(start: int, stop: int) -> List[Dict[str, Any]]:
         chunk = shown[start:stop]
-        opened["backend"] = opened["backend"] or open_backend(m.engine, name, OmegaConf.create(
-            {"max_model_len": m.max_model_len, "chat_template_kwargs": {}}))
+        opened["backend"] = opened["backend"] or open_backend(m.engine, m.engine.model_path or name, OmegaConf.create(
+            {"max_model_len": m.max_model_len, "chat_template_kwargs": {}}), role="monitor",
+            journal=work_journal)
         records = ask(cfg, opened["backend"], [messages(cot, spec_text) for _, cot in chunk])
         advance(len(chunk), unscored=sum(r["monitor_harmful"] is None for r in records))
         return [{"key": _key(s, cot), **r} for (s, cot), r in zip(chunk, records)]

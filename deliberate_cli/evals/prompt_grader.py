@@ -47,8 +47,8 @@ def resolve(cfg, samples: List[Dict[str, Any]], grader_label: str) -> Dict[str, 
     if not todo or not g.enabled:
         return {"enabled": bool(g.enabled), "asked": 0}
     # The grader is its own model: none of the evaluated model's chat-template settings apply to it.
-    backend = open_backend(g.engine, grader_label, OmegaConf.create({"max_model_len": g.max_model_len,
-                                                                      "chat_template_kwargs": {}}))
+    backend = open_backend(g.engine, g.engine.model_path or grader_label, OmegaConf.create(
+        {"max_model_len": g.max_model_len, "chat_template_kwargs": {}}), role="grader")
     try:
         with progress.track("ambiguous samples graded", len(todo)) as advance:
             answers = ask(backend, [_prompt(s) for s in todo], lambda i, text: parse(text, todo[i]["choices"]),

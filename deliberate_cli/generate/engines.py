@@ -5,14 +5,18 @@ from ..models import locate, resolve
 
 
 def model_of(engine, key: str) -> str:
-    """engine.model_path, checked (models.locate) unless an OpenAI-compatible server serves it by name."""
-    return engine.model_path if engine.backend == "openai" else locate(engine.model_path, key)
+    """engine.model_path, checked (models.locate) unless a server serves it by name (an OpenAI-compatible
+    one, or a model Inspect names)."""
+    return engine.model_path if engine.backend == "openai" or engine.model else locate(engine.model_path, key)
 
 
 def model_identity(engine) -> dict:
     """Which model an engine runs, not where or how fast: what keys of outputs made with the engine's
     own sampling settings hold (the MSM corpus and the prompt pool)."""
-    return {k: engine[k] for k in ("backend", "model_path", "served_model_name", "dtype", "seed")}
+    identity = {k: engine[k] for k in ("backend", "model_path", "served_model_name", "dtype", "seed")}
+    if engine.model:  # only when set, so that the keys of outputs made before the field existed still hold
+        identity["model"] = engine.model
+    return identity
 
 
 class Engines:
@@ -21,31 +25,34 @@ class Engines:
     def __init__(self, cfg):
         self.cfg, self.current, self.key = cfg, None, None
         g, j = cfg.generator, cfg.judge
-        self.generator_path = model_of(g, "generator.model_path") if g.model_path else resolve(cfg.model)
+        self.generator_path = (g.model if g.model and not g.model_path else
+                               model_of(g, "generator.model_path") if g.model_path else resolve(cfg.model))
         if j.enabled and j.model_path:  # before any engine starts, like the generator's
             model_of(j, "judge.model_path")
 
-    def _get(self, engine, path: str) -> Backend:
-        key = (engine.backend, path, engine.base_url)
+    def _get(self, engine, path: str, role: str) -> Backend:
+        key = (engine.backend, engine.model, path, engine.base_url)
         if key != self.key:
             self.close()
-            self.current, self.key = open_backend(engine, path, self.cfg.model), key
+            self.current, self.key = open_backend(engine, path, self.cfg.model, role=role), key
         return self.current
 
     def generator(self) -> Backend:
-        return self._get(self.cfg.generator, self.generator_path)
+        return self._get(self.cfg.generator, self.generator_path, "generator")
 
     def judge_path(self) -> str:
         j = self.cfg.judge
-        return j.model_path or (j.served_model_name if j.backend == "openai" else None) or self.generator_path
+        return j.model_path or j.model or (j.served_model_name if j.backend == "openai" else None) or self.generator_path
 
     def _judge_engine(self):
         j = self.cfg.judge
-        same = (j.backend, self.judge_path()) == (self.cfg.generator.backend, self.generator_path)
+        same = (j.backend, j.model, self.judge_path()) == (self.cfg.generator.backend, self.cfg.generator.model,
+                                                           self.generator_path)
         return self.cfg.generator if same else j
 
     def judge(self) -> Backend:
-        return self._get(self._judge_engine(), self.judge_path())
+        engine = self._judge_engine()
+        return self._get(engine, self.judge_path(), "generator" if engine is self.cfg.generator else "judge")
 
     def judge_backend(self) -> str:
         return self._judge_engine().backend
