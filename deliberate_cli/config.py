@@ -125,6 +125,11 @@ class EngineConfig:
     """Which backend runs a model, and how; shared by the generator, the judge and the evals."""
 
     backend: str = "vllm"
+    # A hosted or served model as Inspect names it (anthropic/claude-sonnet-4-6, openai/gpt-4.1,
+    # google/gemini-2.5-pro, openai-api/<service>/<model>, vllm/<model>): set, the engine runs through
+    # inspect_ai's model API (backends/inspect_model.py) and `backend` is not used. The provider's own
+    # environment variables hold its key and, to reach a stand-in or proxy, its base URL.
+    model: Optional[str] = None
     # None: the run's model (or, for evals, the run's trained checkpoint).
     model_path: Optional[str] = None
     dtype: str = "auto"
@@ -139,8 +144,18 @@ class EngineConfig:
     api_key_env: str = "OPENAI_API_KEY"
     served_model_name: Optional[str] = None
     concurrency: int = 16
+    # Retries of the client itself (the openai/anthropic SDKs honour Retry-After): for the openai backend,
+    # and for `model` when its provider's client takes `max_retries` (passed as one of model_args).
     max_retries: int = 3
+    # One attempt's time limit, in seconds.
     request_timeout: float = 600.0
+    # How long one request may keep being retried (429, 5xx, timeouts, dropped connections) before the
+    # stage stops with one line; a rerun goes on from there (answers already given are kept).
+    retry_budget: float = 3600.0
+    # `model`: extra arguments for the provider's client (Inspect's -M), e.g. {max_retries: 10}, and
+    # the provider's batch API (Inspect's `batch`: true, or a batch size), half the price on most.
+    model_args: Dict[str, Any] = field(default_factory=dict)
+    batch: Any = None
     # A LoRA checkpoint (adapter_config.json): "adapter" serves the adapter on its base (vLLM's
     # enable_lora; no merge step), "merged" loads a merged copy (written once beside the adapter),
     # "auto" = adapter with vLLM on a GPU, else merged (vLLM's CPU LoRA decodes ~15x slower).
@@ -294,8 +309,11 @@ class GraderConfig:
     the samples the deterministic layer marks ambiguous."""
 
     enabled: bool = False
-    # Which model grades and how it runs (any backend; model_path or served_model_name names it).
-    engine: EngineConfig = field(default_factory=lambda: EngineConfig(backend="openai"))
+    # The grader as Inspect names it (anthropic/claude-sonnet-4-6; see EngineConfig.model): the one
+    # setting a hosted grader needs. Or leave it empty and name a local or served model in `engine`.
+    model: Optional[str] = None
+    # Which model grades and how it runs (any backend; model, model_path or served_model_name names it).
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(backend="openai", model="${..model}"))
     max_tokens: int = 1024
     max_model_len: int = 16384
     temperature: float = 0.0
@@ -314,8 +332,10 @@ class MonitorConfig:
     whether the reasoning weighs the spec before acting. Scored against the eval's own verdicts."""
 
     enabled: bool = False
-    # Which model monitors and how it runs (any backend; model_path or served_model_name names it).
-    engine: EngineConfig = field(default_factory=lambda: EngineConfig(backend="openai"))
+    # The monitor as Inspect names it (see GraderConfig.model), or empty to name it in `engine`.
+    model: Optional[str] = None
+    # Which model monitors and how it runs (any backend; model, model_path or served_model_name names it).
+    engine: EngineConfig = field(default_factory=lambda: EngineConfig(backend="openai", model="${..model}"))
     max_tokens: int = 256
     max_model_len: int = 8192
     temperature: float = 0.0
@@ -395,6 +415,13 @@ class EvalConfig:
     baseline: bool = True
     # Write an Inspect log (<eval dir>/inspect/*.eval) that `inspect view` opens.
     inspect_log: bool = True
+    # The figure the summary, the report and its plots lead with: "pooled" (k/n over every sample) or
+    # "mean_over_conditions" (the unweighted mean of the per-condition rates: the MSM paper's Fig. 4).
+    # Only what is shown: a runtime key, so switching it reuses a finished eval.
+    headline: str = "pooled"
+    # An answer cut off at max_tokens (finish_reason "length"): "score" it as written, or leave it
+    # "unscored" (in neither k nor n, counted). Changes the rate, so it is in the eval's key.
+    truncated: str = "score"
     engine: EngineConfig = field(default_factory=EngineConfig)
     grader: GraderConfig = field(default_factory=GraderConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
@@ -436,27 +463,39 @@ class Config:
     msm: MsmConfig = field(default_factory=MsmConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    # US dollars per million tokens, by model as the manifests name it:
+    # {"anthropic/claude-sonnet-4-6": {"input": 3.0, "output": 15.0}}. Empty: `dacli report` shows
+    # tokens and requests but no cost. Prices change nothing computed.
+    prices: Dict[str, Dict[str, float]] = field(default_factory=dict)
 
 
-# Where and how fast things run, never what they compute: declared once, here. No cache key, resume
-# stamp or run name holds them (`declared` strips them), so changing one after a stage finished is a
-# cache hit, never a recompute. A grader, judge or monitor is thereby named by its model, not by where
-# it is served. RUNTIME_KNOBS are the fields of every engine (EngineConfig) of that kind; RUNTIME_KEYS
-# are the other runtime settings by dotted key, a trailing "." meaning the whole section.
-RUNTIME_KNOBS = ("base_url", "api_key_env", "concurrency", "max_retries", "request_timeout", "batch_size",
+# Where and how fast things run (and which figure leads: eval.headline), never what they compute:
+# declared once, here. No cache key, resume stamp or run name holds them (`declared` strips them), so
+# changing one after a stage finished is a cache hit, never a recompute. A grader, judge or monitor is
+# thereby named by its model, not by where it is served. RUNTIME_KNOBS are the fields of every engine
+# (EngineConfig) of that kind; RUNTIME_KEYS are the other runtime settings by dotted key, a trailing "."
+# meaning the whole section.
+RUNTIME_KNOBS = ("base_url", "api_key_env", "concurrency", "max_retries", "request_timeout", "retry_budget",
+                 "model_args", "batch", "batch_size",
                  "gpu_memory_utilization", "tensor_parallel_size", "enforce_eager", "cpu_kvcache_gb")
 ENGINES = ("generator", "judge", "eval.engine", "eval.grader.engine", "eval.monitor.engine")
 RUNTIME_KEYS = (
     "generator.shard_size", "eval.shard_size", "data.generated.shard_size", "data.generated.pool",
     "data.generated.max_requests", "train.report_to", "train.logging_steps", "train.save_steps",
-    "train.accelerate_config", "eval.inspect_log", "resources.", "run.", "hydra.",
+    "train.accelerate_config", "eval.inspect_log", "eval.headline", "resources.", "run.", "hydra.", "prices.",
     *(f"{engine}.{knob}" for engine in ENGINES for knob in RUNTIME_KNOBS),
 )
 
 
+# Settings added after results were stored, each with the value that behaves as dacli did before it:
+# at that value a setting is left out of every key, so that what a store holds from before is found.
+ADDED_LATER = {**{f"{engine}.model": None for engine in ENGINES}, "eval.grader.model": None,
+               "eval.monitor.model": None, "eval.truncated": "score"}
+
+
 def is_runtime(key: str) -> bool:
     """Whether a dotted config key (`eval.grader.engine.base_url`) is a runtime setting."""
-    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RUNTIME_KEYS)
+    return any(key == k or (k.endswith(".") and (key.startswith(k) or key == k[:-1])) for k in RUNTIME_KEYS)
 
 
 def declared(cfg, *keys: str) -> Dict[str, Any]:
@@ -467,7 +506,8 @@ def declared(cfg, *keys: str) -> Dict[str, Any]:
 
     def strip(value: Any, prefix: str) -> Any:
         if isinstance(value, dict):
-            return {k: strip(v, f"{prefix}.{k}") for k, v in value.items() if not is_runtime(f"{prefix}.{k}")}
+            return {k: strip(v, f"{prefix}.{k}") for k, v in value.items() if not is_runtime(f"{prefix}.{k}")
+                    and not (f"{prefix}.{k}" in ADDED_LATER and ADDED_LATER[f"{prefix}.{k}"] == v)}
         return value
 
     out = {}
@@ -556,11 +596,16 @@ def validate(cfg) -> None:
     bad_prod = [str(p) for p in cfg.eval.am.upstream.prod if str(p).lower() not in ("true", "false", "auto")]
     if bad_prod:
         raise DacliError(f"eval.am.upstream.prod takes true, false or auto, got {', '.join(bad_prod)}")
+    if cfg.eval.headline not in ("pooled", "mean_over_conditions"):
+        raise DacliError(f"eval.headline must be pooled or mean_over_conditions, got '{cfg.eval.headline}'")
+    if cfg.eval.truncated not in ("score", "unscored"):
+        raise DacliError(f"eval.truncated must be score or unscored, got '{cfg.eval.truncated}'")
     if g.verdict not in ("classifier_verdict", "harmful"):
         raise DacliError(f"eval.grader.verdict must be classifier_verdict or harmful, got '{g.verdict}'")
-    if g.enabled and not (g.engine.model_path or g.engine.served_model_name):
+    if g.enabled and not (g.engine.model or g.engine.model_path or g.engine.served_model_name):
         raise DacliError(f"eval {cfg.eval.name} grades with an LLM (eval.grader.enabled=true) but names no grader model: "
-                         "set eval.grader.engine.model_path=/a/local/model (with eval.grader.engine.backend=vllm or "
+                         "set eval.grader.model=anthropic/claude-sonnet-4-6 (any model Inspect names), "
+                         "eval.grader.engine.model_path=/a/local/model (with eval.grader.engine.backend=vllm or "
                          "transformers) or eval.grader.engine.served_model_name=NAME with eval.grader.engine.base_url=URL, "
                          "or eval.grader.enabled=false for the deterministic layer and its bounds")
     # Greedy decoding gives k identical samples: best-of-k would pick among copies, and an eval's n (and

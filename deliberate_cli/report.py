@@ -10,10 +10,11 @@ import json
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import rundir
 from .errors import DacliError
+from .evals.scoring import headline_of
 
 
 def _runs(root: Path) -> List[Path]:
@@ -51,18 +52,104 @@ def collect(root: Path) -> Dict[str, Any]:
                          "metric": s["metric"], **s["overall"], "ambiguous": s.get("ambiguous", 0),
                          "cot_citation": s.get("cot_citation"), "conditions": s.get("conditions", []),
                          "families": s.get("families", []), "mean_over_conditions": s.get("mean_over_conditions"),
-                         "monitor": s.get("monitor")})
+                         "headline": headline_of(s, (cfg.get("eval") or {}).get("headline")), "truncated": s.get("truncated"), "monitor": s.get("monitor")})
             if s.get("values"):  # a forced-choice eval: the share choosing each value (evals/forced_choice.py)
                 rows[-1]["values"] = s["values"]
-    return {"rows": rows, "missing": missing, "failed": failed}
+    return {"rows": rows, "missing": missing, "failed": failed, "spend": spend(root)}
+
+
+def _manifests(root: Path) -> List[Path]:
+    """Every stage output the runs under `root` hold or link (checkpoints, data, evals: store entries
+    shared by several runs once), and every entry those were made from (their manifests' inputs)."""
+    todo = [m.parent for run in _runs(root) for m in run.glob("*/*/manifest.json")]
+    seen: Dict[str, Path] = {}
+    while todo:
+        d = todo.pop()
+        real = str(Path(d).resolve())
+        if real in seen or not (Path(d) / "manifest.json").is_file():
+            continue
+        seen[real] = Path(real)
+        m = rundir.read_manifest(Path(real)) or {}
+        todo += [Path(i["path"]) for i in (m.get("inputs") or {}).values() if isinstance(i, dict) and i.get("path")]
+    return sorted(seen.values())
+
+
+def spend(root: Path) -> Dict[str, Any]:
+    """Requests and tokens per role and model over every stage output the runs used (each counted once,
+    however many runs link it), and their cost at the runs' `prices` (US dollars per million tokens)."""
+    import yaml
+
+    totals: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    for d in _manifests(root):
+        for row in (rundir.read_manifest(d) or {}).get("models") or []:
+            t = totals.setdefault((row["role"], row["model"]), {"role": row["role"], "model": row["model"],
+                                                               "requests": 0, "input_tokens": 0, "output_tokens": 0})
+            for field in ("requests", "input_tokens", "output_tokens"):
+                t[field] += row.get(field, 0)
+    prices: Dict[str, Dict[str, float]] = {}
+    for run in _runs(root):
+        prices.update(yaml.safe_load((run / "config.yaml").read_text()).get("prices") or {})
+    cost, unpriced = 0.0, []
+    for t in totals.values():
+        price = prices.get(t["model"])
+        if price is None:
+            unpriced.append(t["model"])
+            t["cost"] = None
+            continue
+        t["cost"] = (t["input_tokens"] * price.get("input", 0.0) + t["output_tokens"] * price.get("output", 0.0)) / 1e6
+        cost += t["cost"]
+    return {"models": list(totals.values()), "cost": cost if prices else None,
+            "unpriced": sorted(set(unpriced)) if prices else []}
+
+
+def _spend_lines(s: Dict[str, Any]) -> List[str]:
+    if not s["models"]:
+        return []
+    lines = ["## Requests and tokens", "",
+             "Every stage output these runs used, each counted once (answers a killed stage had already been "
+             "given are counted where they were asked).", "",
+             "| role | model | requests | input tokens | output tokens | cost (USD) |", "|---|---|---|---|---|---|"]
+    for t in sorted(s["models"], key=lambda t: (t["role"], t["model"])):
+        cost = "-" if t.get("cost") is None else f"{t['cost']:.2f}"
+        lines.append(f"| {t['role']} | {t['model']} | {t['requests']:,} | {t['input_tokens']:,} | "
+                     f"{t['output_tokens']:,} | {cost} |")
+    if s["cost"] is None:
+        lines += ["", "No prices configured: set `prices` (US dollars per million tokens, by model) for a cost line."]
+    else:
+        lines += ["", f"**Cost: ${s['cost']:,.2f}**" + (f" (no price for: {', '.join(s['unpriced'])})"
+                                                         if s["unpriced"] else "")]
+    return lines + [""]
+
+
+def _lead(r: Dict[str, Any]) -> Dict[str, Any]:
+    """A row's headline figure (eval.headline, from its scores.json): the pooled k/n or the mean over conditions."""
+    return r.get("headline") or headline_of({"overall": r})
+
+
+def _is_mean(r: Dict[str, Any]) -> bool:
+    return _lead(r)["figure"] == "mean_over_conditions"
+
+
+def _interval(h: Dict[str, Any]) -> str:
+    return f"{100 * h['rate']:.1f}% [{100 * h['ci_low']:.1f}, {100 * h['ci_high']:.1f}]"
+
+
+def _pooled(r: Dict[str, Any]) -> str:
+    return f"{r['k']}/{r['n']}"
 
 
 def _cell(r: Dict[str, Any]) -> str:
-    cell = f"{100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}] (n={r['n']})"
+    """The headline figure with its 95% interval, the pooled k/n beside it (and its rate when the
+    headline is the mean over conditions), the examples trained on, and the bounds while ambiguous."""
+    h = _lead(r)
+    if _is_mean(r):
+        cell = f"{_interval(h)} {h['label']} (pooled {_pooled(r)}, {100 * r['rate']:.1f}%)"
+    else:
+        cell = f"{_interval(h)} ({_pooled(r)})"
     if r.get("examples") and r["method"] != "baseline":
         cell += f", {r['examples']} examples"
-    if r.get("ambiguous"):  # ambiguous samples left: the rate is a lower bound
-        cell += f", bounds {100 * r['bounds'][0]:.1f}–{100 * r['bounds'][1]:.1f}%"
+    if r.get("ambiguous") and h.get("bounds"):  # ambiguous samples left: the rate is a lower bound
+        cell += f", bounds {100 * h['bounds'][0]:.1f}–{100 * h['bounds'][1]:.1f}%"
     return cell
 
 
@@ -70,8 +157,17 @@ def _mean(r: Dict[str, Any]) -> str:
     m = r.get("mean_over_conditions") or {}
     if not m.get("conditions"):
         return "–"
-    cell = f"{100 * m['rate']:.1f}% ({m['conditions']} conditions)"
+    cell = (f"{_interval(m)} ({m['conditions']} conditions)" if "ci_low" in m
+            else f"{100 * m['rate']:.1f}% ({m['conditions']} conditions)")  # scores from before the mean had an interval
     return cell + (f", bounds {100 * m['bounds'][0]:.1f}–{100 * m['bounds'][1]:.1f}%" if m.get("bounds") and m["bounds"][0] != m["bounds"][1] else "")
+
+
+def _title_of(rows: List[Dict[str, Any]]) -> str:
+    """What a table's cells lead with: the pooled rate, the mean over conditions, or each run's own."""
+    means = {_is_mean(r) for r in rows}
+    if means == {True}:
+        return "mean over conditions, 95% interval, pooled k/n"
+    return "rate, 95% Wilson interval, k/n" if means == {False} else "headline rate, 95% interval, k/n"
 
 
 def _table(rows: List[Dict[str, Any]], counts: List[int], cell) -> List[str]:
@@ -112,9 +208,9 @@ def _title(group: Tuple[str, str]) -> str:
     return f"model: {group[0]}" + (f", {group[1]}" if group[1] else "")
 
 
-def markdown(data: Dict[str, Any]) -> str:
+def markdown(data: Dict[str, Any], bars: Optional[Dict[str, Any]] = None) -> str:
     """One set of tables per eval; when the runs hold several models (a sweep over model), one such set
-    per model under its own heading, each with its own baseline."""
+    per model under its own heading, each with its own baseline; then the Fig. 4 bars (fig4_bars)."""
     lines = ["# dacli report", ""]
     groups = _groups(data["rows"])
     if len(groups) > 1:
@@ -123,6 +219,8 @@ def markdown(data: Dict[str, Any]) -> str:
     else:
         lines += _sections(data["rows"], "##")
     lines += _value_comparison(data["rows"])
+    lines += _fig4_lines(bars)
+    lines += _spend_lines(data.get("spend") or {"models": []})
     if data["missing"]:
         lines += ["## Runs without scores yet", ""] + [f"- {m['run']}" for m in data["missing"]] + [""]
     if data["failed"]:
@@ -139,12 +237,13 @@ def _sections(rows_in: List[Dict[str, Any]], h: str) -> List[str]:
         by_eval[f"{r['metric']} ({r['eval']})"].append(r)
     for metric, rows in sorted(by_eval.items()):
         counts = sorted({r["n_samples"] for r in rows if r["method"] != "baseline"})
-        lines += [f"{h} {metric} (rate, 95% Wilson interval, n)", "",
+        lines += [f"{h} {metric} ({_title_of(rows)})", "",
                   "| method | " + " | ".join(f"{c} AFT samples" for c in counts) + " |",
                   "|---|" + "---|" * len(counts)]
         lines += _table(rows, counts, _cell)
         lines += _monitor_lines(rows, metric, h)
-        if any(len(r["conditions"]) > 1 for r in rows):
+        # the mean gets its own table unless every cell above already leads with it
+        if any(len(r["conditions"]) > 1 for r in rows) and not all(_is_mean(r) for r in rows):
             lines += [f"{h}# {metric}: mean over conditions (the MSM paper's Fig. 4 number)", "",
                       "| method | " + " | ".join(f"{c} AFT samples" for c in counts) + " |", "|---|" + "---|" * len(counts)]
             lines += _table(rows, counts, _mean)
@@ -254,15 +353,31 @@ def _value_comparison(rows: List[Dict[str, Any]]) -> List[str]:
     return lines
 
 
-def plot(data: Dict[str, Any], path: Path) -> bool:
-    """AM rate against training examples per method, log-x, with 95% interval bands; of one AM eval
-    (the paper's protocol when a run has it); one panel per model when the runs hold several."""
+def _am_rows(data: Dict[str, Any]) -> Tuple[str, List[Dict[str, Any]]]:
+    """The plots' eval and its rows: one AM eval, the paper's protocol when a run has it."""
     rows = [r for r in data["rows"] if r["metric"] == "am_rate"]
     if not rows:
-        return False
+        return "", []
     evals = {r["eval"] for r in rows}
     chosen = "am_msm_paper" if "am_msm_paper" in evals else "am" if "am" in evals else sorted(evals)[0]
-    rows = [r for r in rows if r["eval"] == chosen]
+    return chosen, [r for r in rows if r["eval"] == chosen]
+
+
+def _figure_name(rows: List[Dict[str, Any]]) -> str:
+    """What the plotted rate is, for a title: the mean over conditions, the pooled k/n, or each run's own."""
+    means = {_is_mean(r) for r in rows}
+    if means == {True}:
+        return "mean over conditions, 95% interval"
+    return "pooled k/n, 95% Wilson interval" if means == {False} else "each run's headline figure, 95% interval"
+
+
+def plot(data: Dict[str, Any], path: Path) -> bool:
+    """AM rate (each run's headline figure) against training examples per method, log-x, with 95%
+    interval bands; of one AM eval (the paper's protocol when a run has it); one panel per model when
+    the runs hold several."""
+    chosen, rows = _am_rows(data)
+    if not rows:
+        return False
     import matplotlib
 
     matplotlib.use("Agg")
@@ -275,16 +390,23 @@ def plot(data: Dict[str, Any], path: Path) -> bool:
         _panel(ax, _in_group(rows, group), axis)
         if len(groups) > 1:
             ax.set_title(_title(group), fontsize=9)
+    title = f"Agentic Misalignment rate, eval {chosen} ({_figure_name(rows)})"
     if len(groups) > 1:
-        fig.suptitle(f"Agentic Misalignment rate, eval {chosen} (95% Wilson interval)")
+        fig.suptitle(title)
     else:
-        axes[0][0].set_title(f"Agentic Misalignment rate, eval {chosen} (95% Wilson interval)")
+        axes[0][0].set_title(title, fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     os.replace(tmp, path)
-    return True
 
 
 def _no_aft(r: Dict[str, Any]) -> bool:
@@ -306,16 +428,15 @@ def _panel(ax, rows: List[Dict[str, Any]], axis: str) -> None:
         by_method[r["method"]].append(r)
     for method, rs in sorted(by_method.items()):
         if method == "baseline":
-            r = rs[0]
-            ax.axhline(100 * r["rate"], color="grey", ls="--", label="baseline")
+            ax.axhline(100 * _lead(rs[0])["rate"], color="grey", ls="--", label="baseline")
             continue
         if all(_no_aft(r) for r in rs):  # every run of it links the one eval of the shared checkpoint
-            ax.axhline(100 * rs[0]["rate"], color="black", ls=":", label=f"{method} (no AFT)")
+            ax.axhline(100 * _lead(rs[0])["rate"], color="black", ls=":", label=f"{method} (no AFT)")
             continue
         rs.sort(key=lambda r: r["n_samples"])
         x = [r[axis] for r in rs]
-        line, = ax.plot(x, [100 * r["rate"] for r in rs], marker="o", label=method)
-        ax.fill_between(x, [100 * r["ci_low"] for r in rs], [100 * r["ci_high"] for r in rs],
+        line, = ax.plot(x, [100 * _lead(r)["rate"] for r in rs], marker="o", label=method)
+        ax.fill_between(x, [100 * _lead(r)["ci_low"] for r in rs], [100 * _lead(r)["ci_high"] for r in rs],
                         color=line.get_color(), alpha=0.2)
     ax.set_xscale("log")
     counts = sorted({r[axis] for r in rows if r["method"] != "baseline" and not _no_aft(r)})
@@ -323,12 +444,121 @@ def _panel(ax, rows: List[Dict[str, Any]], axis: str) -> None:
         ax.set_xticks(counts, [str(c) for c in counts])
     ax.minorticks_off()
     ax.set_xlabel("training examples (alignment)" if axis == "examples" else "AFT prompts")
-    ax.set_ylabel("AM rate (%)")
+    ax.set_ylabel("AM rate (%), mean over conditions" if rows and all(_is_mean(r) for r in rows) else "AM rate (%)")
     ax.set_ylim(0, 100)
     ax.legend()
 
 
-def write(root: Path) -> Dict[str, Any]:
+# The order of the bars: the baseline, then the methods as the README lists them, then any other.
+METHOD_ORDER = ("baseline", "aft_nocot", "aft_cot", "aft_cot_rl", "msm", "msm_aft", "msm_aft_cot")
+
+
+def _method_order(method: str) -> Tuple[int, str]:
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def fig4_bars(data: Dict[str, Any], at: Optional[int] = None) -> Optional[Dict[str, Any]]:
+    """The MSM paper's Fig. 4: one bar per method at one AFT sample count, per model (and variant). `at`
+    None: the largest count every AFT method of the panel has (else its largest, the methods without it
+    named as missing). A method without AFT (the baseline, msm) stands at any count. None when no AM
+    rate was scored; a count no AFT run has is one line naming the counts there are."""
+    chosen, rows = _am_rows(data)
+    if not rows:
+        return None
+    aft = [r for r in rows if r["method"] != "baseline" and not _no_aft(r)]
+    counts = sorted({r["n_samples"] for r in aft})
+    if at is not None and aft and at not in counts:
+        raise DacliError(f"--at {at}: no run of eval {chosen} has {at} AFT samples; counts: "
+                         f"{', '.join(map(str, counts))}")
+    panels = []
+    for group in _groups(rows):
+        rs = _in_group(rows, group)
+        by_method: Dict[str, Dict[int, Dict[str, Any]]] = defaultdict(dict)
+        for r in rs:
+            by_method[r["method"]].setdefault(r["n_samples"], r)
+        trained = {m: set(c) for m, c in by_method.items()
+                   if m != "baseline" and not all(_no_aft(r) for r in c.values())}
+        shared = set.intersection(*trained.values()) if trained else set()
+        if at is not None or not trained:
+            count = at
+        else:
+            count = max(shared or set.union(*trained.values()))
+        bars, missing = [], []
+        for m in sorted(by_method, key=_method_order):
+            runs = by_method[m]
+            # a method without AFT: its one eval, whatever count its runs were named with
+            r = runs.get(count) if m in trained else runs.get(count, next(iter(runs.values())))
+            if r is None:
+                missing.append(m)
+                continue
+            bars.append({"method": m, "no_aft": m not in trained, "k": r["k"], "n": r["n"],
+                         **{k: _lead(r)[k] for k in ("figure", "rate", "ci_low", "ci_high", "label")}})
+        panels.append({"group": list(group), "count": count, "bars": bars, "missing": missing})
+    return {"eval": chosen, "figure": _figure_name(rows), "panels": panels}
+
+
+def _fig4_lines(bars: Optional[Dict[str, Any]]) -> List[str]:
+    """The Fig. 4 bars as a table: what report_fig4.png draws, with the values."""
+    if not bars:
+        return []
+    several = len(bars["panels"]) > 1
+    lines = [f"## Fig. 4 form: am_rate ({bars['eval']}) per method at one AFT sample count (report_fig4.png)", "",
+             "Each bar is the run's headline figure with its 95% interval; a method without AFT (the baseline, msm) "
+             "stands at any count. `dacli report DIR --at N` picks the count.", "",
+             "| " + ("model | " if several else "") + "method | AFT samples | headline [95% interval] | pooled k/n |",
+             "|---|" + ("---|" if several else "") + "---|---|---|"]
+    notes = []
+    for p in bars["panels"]:
+        where = f"{' '.join(g for g in p['group'] if g)} | " if several else ""
+        for b in p["bars"]:
+            label = f" {b['label']}" if b["figure"] == "mean_over_conditions" else ""
+            lines.append(f"| {where}{b['method']} | {'any' if b['no_aft'] else p['count']} | {_interval(b)}{label} | "
+                         f"{b['k']}/{b['n']} |")
+        if p["missing"]:
+            notes.append(f"- {_title(tuple(p['group']))}: no run at {p['count']} AFT samples for {', '.join(p['missing'])}")
+    return lines + [""] + (notes + [""] if notes else [])
+
+
+def plot_fig4(bars: Optional[Dict[str, Any]], path: Path) -> bool:
+    """report_fig4.png: the bars of fig4_bars, one panel per model (and variant), each bar the headline
+    figure with its 95% interval as the error bar and its value written above."""
+    if not bars:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = bars["panels"]
+    methods = {b["method"] for p in panels for b in p["bars"]}
+    # the curves' colours (am_rate.png): the AFT methods in name order take the colour cycle, the
+    # baseline is grey and a method without AFT dark grey
+    no_aft = {b["method"] for p in panels for b in p["bars"] if b["no_aft"]}
+    cycle = iter(f"C{i % 10}" for i in range(len(methods)))
+    colour = {m: "grey" if m == "baseline" else "dimgrey" if m in no_aft else next(cycle) for m in sorted(methods)}
+    width = max(4.0, 0.9 * max(len(p["bars"]) for p in panels) + 1.5)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 4.5), squeeze=False, sharey=True)
+    for ax, p in zip(axes[0], panels):
+        bs = p["bars"]
+        x = range(len(bs))
+        rates = [100 * b["rate"] for b in bs]
+        err = [[100 * (b["rate"] - b["ci_low"]) for b in bs], [100 * (b["ci_high"] - b["rate"]) for b in bs]]
+        ax.bar(x, rates, yerr=err, capsize=4, color=[colour[b["method"]] for b in bs], edgecolor="black", linewidth=0.5)
+        for i, b in enumerate(bs):
+            ax.text(i, 100 * b["ci_high"] + 1.5, f"{100 * b['rate']:.1f}%", ha="center", va="bottom", fontsize=8)
+        ax.set_xticks(list(x), [b["method"] + (" (no AFT)" if b["no_aft"] and b["method"] != "baseline" else "")
+                                for b in bs], rotation=30, ha="right", fontsize=8)
+        at = f"{p['count']} AFT samples" if p["count"] is not None else "no AFT runs"
+        ax.set_title(f"{_title(tuple(p['group']))}, {at}", fontsize=9)
+        ax.set_ylim(0, 108)
+    axes[0][0].set_ylabel("AM rate (%), mean over conditions" if bars["figure"].startswith("mean") else "AM rate (%)")
+    fig.suptitle(f"Agentic Misalignment, eval {bars['eval']} ({bars['figure']})", fontsize=10)
+    _save(fig, path)
+    return True
+
+
+def write(root: Path, at: Optional[int] = None) -> Dict[str, Any]:
+    """report.md, report.json, am_rate.png and report_fig4.png (its bars at `at` AFT samples)."""
     from .rundir import write_json
 
     root = Path(root)
@@ -337,14 +567,17 @@ def write(root: Path) -> Dict[str, Any]:
     data = collect(root)
     if not data["rows"] and not data["missing"] and not data["failed"]:
         raise DacliError(f"no dacli runs under {root} (looked for */config.yaml with .hydra/)")
+    bars = fig4_bars(data, at)  # a count no run has fails here, before anything is written
     md = root / "report.md"
     tmp = md.with_name(".report.md.tmp")
-    tmp.write_text(markdown(data))
+    tmp.write_text(markdown(data, bars))
     os.replace(tmp, md)
     write_json(root / "report.json", data)
     plotted = plot(data, root / "am_rate.png")
+    fig4 = plot_fig4(bars, root / "report_fig4.png")
     return {"path": str(md), "rows": len(data["rows"]), "missing": len(data["missing"]),
-            "failed": len(data["failed"]), "plot": str(root / "am_rate.png") if plotted else None}
+            "failed": len(data["failed"]), "plot": str(root / "am_rate.png") if plotted else None,
+            "fig4": str(root / "report_fig4.png") if fig4 else None}
 
 
 def print_table(root: Path) -> None:

@@ -68,9 +68,15 @@ def artefacts(cfg, results: Dict[str, Dict[str, Any]]) -> None:
 
 
 def _cell(r: Dict[str, Any]) -> str:
-    """k/n, rate, 95% Wilson interval, and the unscored samples (a grader gave no verdict)."""
-    cell = f"{r['k']}/{r['n']}  {100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
-    return cell + (f"  +{r['unscored']} unscored" if r.get("unscored") else "")
+    """k/n, rate, 95% Wilson interval, the unscored samples (a grader gave no verdict) and the share cut
+    off at eval.max_tokens (a condition's row)."""
+    cell = f"{r['k']}/{r['n']}  {_interval(r)}"
+    cell += f"  +{r['unscored']} unscored" if r.get("unscored") else ""
+    return cell + (f"  {100 * r['truncated_share']:.0f}% cut off" if r.get("truncated") else "")
+
+
+def _interval(r: Dict[str, Any]) -> str:
+    return f"{100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
 
 
 def _bounds(r: Dict[str, Any]) -> str:
@@ -81,8 +87,12 @@ def rates_table(results: Dict[str, Dict[str, Any]]) -> None:
     """The eval's rate per condition, per family and overall (k/n, 95% Wilson interval), one column per
     evaluated model (the trained checkpoint, and the untrained baseline when `dacli run` made one).
     Where no grader decided, the rate is the deterministic layer's and a lower bound while samples are
-    ambiguous: a `bounds` column beside it gives [ambiguous as benign, ambiguous as harmful]."""
+    ambiguous: a `bounds` column beside it gives [ambiguous as benign, ambiguous as harmful]. The
+    headline row (eval.headline: the pooled k/n, or the mean over conditions with its own interval)
+    is bold, the other figure beside it; a condition's cell says how many of its samples were cut off."""
     import json
+
+    from .evals.scoring import headline_of
 
     scores = {}
     for stage, res in results.items():
@@ -93,7 +103,10 @@ def rates_table(results: Dict[str, Dict[str, Any]]) -> None:
         return
     first = next(iter(scores.values()))
     bounds = {stage: not sc.get("layers", {}).get("grader") for stage, sc in scores.items()}
-    table = Table(title=f"{first['metric']} ({first['counts']}): k/n, rate, 95% Wilson interval", title_justify="left")
+    # the headline the run asked for (eval.headline, in the eval's result), else the one it was scored with
+    lead = next((res["headline"] for res in results.values() if res.get("headline")), None) or headline_of(first)
+    table = Table(title=f"{first['metric']} ({first['counts']}): k/n, rate, 95% interval; headline: {lead['label']}",
+                  title_justify="left")
     table.add_column("condition", overflow="fold")
     for stage, sc in scores.items():
         table.add_column(f"{sc['model']}" + (" (baseline)" if stage == "baseline" else ""), justify="right")
@@ -118,11 +131,16 @@ def rates_table(results: Dict[str, Dict[str, Any]]) -> None:
     for group, key, name in keys:
         table.add_row(name if group == "conditions" else f"[italic]{name} (family)[/]",
                       *cells(lambda sc: next((r for r in sc.get(group, []) if r[key] == name), None)))
-    table.add_row("[bold]overall[/]", *(f"[bold]{c}[/]" for c in cells(lambda sc: sc["overall"])))
-    if len(first.get("conditions", [])) > 1:
-        table.add_row("mean over conditions", *cells(lambda sc: (sc.get("mean_over_conditions") or {}).get("conditions")
-                                                     and sc["mean_over_conditions"],
-                                                     fmt=lambda m: f"{100 * m['rate']:.1f}%"))
+    def mean_of(sc):
+        m = sc.get("mean_over_conditions") or {}
+        return m if m.get("conditions") and "ci_low" in m else None
+
+    pooled = ("overall, pooled k/n", lambda sc: sc["overall"], _cell)
+    mean = (f"mean over {(first.get('mean_over_conditions') or {}).get('conditions', 0)} conditions", mean_of, _interval)
+    lead_row, other = (mean, pooled) if lead["figure"] == "mean_over_conditions" else (pooled, mean)
+    table.add_row(f"[bold]{lead_row[0]} (headline)[/]", *(f"[bold]{c}[/]" for c in cells(lead_row[1], fmt=lead_row[2])))
+    if len(first.get("conditions", [])) > 1 or other is pooled:
+        table.add_row(other[0], *cells(other[1], fmt=other[2]))
     console.print(table)
     notes = []
     for stage, sc in scores.items():
@@ -131,6 +149,10 @@ def rates_table(results: Dict[str, Dict[str, Any]]) -> None:
         how = (f"graded by {who} ({grader.get('verdict', 'ambiguous samples')})" if not bounds[stage]
                else f"deterministic layer only, {sc.get('ambiguous', 0)} ambiguous: the rate is its lower bound"
                if sc.get("ambiguous") else "deterministic layer only, nothing ambiguous")
+        cut = sc.get("truncated") or {}
+        if cut.get("truncated"):
+            how += (f"; {cut['truncated']} of {cut['samples']} samples ({100 * cut['share']:.1f}%) cut off at "
+                    f"eval.max_tokens, " + ("left unscored" if cut.get("policy") == "unscored" else "scored as written"))
         notes.append(f"{sc['model']}: {how}; CoT cites the policy in {sc['cot_citation']['k']}/{sc['cot_citation']['n']}")
     console.print("; ".join(notes), highlight=False)
 

@@ -179,6 +179,17 @@ def test_upstream_am_eval_with_a_grader_end_to_end_and_an_inspect_log(tiny_model
     log = read_eval_log(str(out / scores["inspect_log"]))
     assert len(log.samples) == 2 and log.samples[0].scores["dacli"].answer == "unscored"
     assert "Kyle" in log.samples[0].input[1].text and log.samples[0].metadata["family"] == "upstream_murder"
+    # the model by its path (dacli's label beside it), the run's start and end, each sample's time and
+    # tokens; the tiny model grades its own answers, so the grader's tokens (when recorded) join its own
+    model = str(tiny_model)
+    assert log.eval.model == scores["model_path"] == model and log.eval.model_args["label"] == "base"
+    assert log.stats.started_at and log.stats.started_at < log.stats.completed_at
+    assert all(s.total_time is not None and s.started_at for s in log.samples)
+    graded = [s["grader"].get("usage") or {} for s in samples]
+    assert log.stats.model_usage[model].output_tokens == sum(
+        s["completion_tokens"] + g.get("output_tokens", 0) for s, g in zip(samples, graded))
+    assert log.stats.model_usage[model].input_tokens == sum(
+        s["prompt_tokens"] + g.get("input_tokens", 0) for s, g in zip(samples, graded)) > 0
     assert all(s["response"] for s in samples)  # generated (then unscored by the grader, not by overflow)
 
     # a context too short for the scenario: nothing is generated, so nothing is counted, benign least of all

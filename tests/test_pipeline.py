@@ -63,7 +63,7 @@ def test_generate_train_eval_report_and_cache(tiny_model, tiny_store, tmp_path):
 
     dacli("report", str(run), cwd=tmp_path)
     report = (run / "report.md").read_text()
-    assert "| aft_cot |" in report and f"(n={scores['overall']['n']})" in report
+    assert "| aft_cot |" in report and f"({scores['overall']['k']}/{scores['overall']['n']})" in report
     assert (run / "am_rate.png").stat().st_size > 1000
 
 

@@ -24,9 +24,9 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     baseline = read_json(run / "eval" / "am-baseline" / "scores.json")
     assert baseline["model"] == "base" and baseline["overall"]["n"] == 21
     report = (run / "report.md").read_text()
-    assert "| aft_cot |" in report and "| baseline |" in report and "(n=21)" in report
+    assert "| aft_cot |" in report and "| baseline |" in report and f"({scores['overall']['k']}/21)" in report
     assert (run / "am_rate.png").is_file()
     assert "dacli run: quickstart-aft_cot-n16" in out
     # the terminal ends with the rate, its interval and, with no grader, its bounds
-    table = out[out.index("am_rate (harmful): k/n, rate, 95% Wilson interval"):]
+    table = out[out.index("am_rate (harmful): k/n, rate, 95% interval"):]
     assert "bounds" in table and "overall" in table and "mean over" in table  # rich wraps to the terminal

@@ -14,7 +14,7 @@ from deliberate_cli.evals import RUNNERS, _resume_stamp, check_key, key as eval_
 from deliberate_cli.generate import aft, msm, prompt_pool
 from deliberate_cli.train.data import key as train_key
 
-SECTIONS = {"resources.": "resources.gpus", "run.": "run.root", "hydra.": None}
+SECTIONS = {"resources.": "resources.gpus", "run.": "run.root", "hydra.": None, "prices.": "prices"}
 
 
 def _runtime_keys():
@@ -49,6 +49,8 @@ def _changed(value):
         return value / 2 + 0.01
     if isinstance(value, list):
         return ["wandb"] if list(value) != ["wandb"] else ["none"]
+    if isinstance(value, dict):  # model_args, prices
+        return {**value, "some/model": {"input": 3.0}}
     return "http://localhost:9/v1" if value is None else f"{value}-changed"
 
 
@@ -78,6 +80,7 @@ def test_every_runtime_setting_leaves_every_key_and_the_run_name_unchanged(cfg):
     ("eval.grader.engine.served_model_name", "another-grader", {"eval", "grader", "grader_check"}),
     ("eval.monitor.engine.served_model_name", "another-monitor", {"eval", "monitor"}),
     ("eval.am.conditions", ["murder_*"], {"eval", "eval_resume"}),
+    ("eval.truncated", "unscored", {"eval"}),  # rescores the generated samples: not in their stamp
     ("eval.prompted.rubric", "another rubric", set()),  # another runner's settings: not the AM eval's
 ])
 def test_a_stage_input_changes_that_stages_key(cfg, setting, value, stages):
@@ -119,4 +122,6 @@ def test_a_finished_am_msm_paper_eval_survives_runtime_changes_and_not_a_sample_
         assert read_json(out / "scores.json")["grader"]["grader"] == "grader-2"
         dacli("eval", "am_msm_paper", *base, grader_at, "eval.samples_per_scenario=3", cwd=tmp_path)
         again = read_json(out / "manifest.json")
+        # back on the first grader, every sample is graded again: a grader request is seeded by its place
+        # in its shard, and three samples per condition shard them otherwise than two did
         assert again["counts"]["samples"] == 6 and len(server.seen) == asked + 4 + 2 + 6

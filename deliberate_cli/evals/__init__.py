@@ -10,21 +10,22 @@ runtime setting stripped (config.declared), so a finished eval is reused when on
 it runs changes (a batch size, a grader's URL) and made again when what it computes changes.
 """
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 from omegaconf import OmegaConf
 
-from .. import rundir
+from .. import rundir, usage
 from ..config import declared
 from ..errors import DacliError
 from ..models import is_model_dir, locate, resolve
 from ..spec import identity as spec_identity
 from ..store import Entry
-from . import am, forced_choice, grader_check, monitor, prompted
+from . import am, forced_choice, grader, grader_check, monitor, prompted
 from .runner import Runner
-from .scoring import citation, mean_over, score_rows
+from .scoring import citation, headline, headline_of, mean_over, score_rows, truncated
 
 # eval.runner -> the runner (a new runner: its module, a line here, a YAML file under conf/eval/).
 RUNNERS: Dict[str, Runner] = {"am": am.RUNNER, "prompted": prompted.RUNNER, "forced_choice": forced_choice.RUNNER,
@@ -137,8 +138,9 @@ def key(cfg, r: Runner, model_path: str) -> Dict[str, Any]:
 
 def _resume_stamp(k: Dict[str, Any], inputs: Dict[str, Dict[str, str]]) -> Dict[str, Any]:
     """What the generated shards depend on: the key but the grader and the monitor, whose own stamps
-    guard the graded shards and the monitor's answers, plus the checkpoint's identity."""
-    e = {name: v for name, v in k["eval"].items() if name not in ("grader", "monitor")}
+    guard the graded shards and the monitor's answers, and eval.truncated, which only rescores them;
+    plus the checkpoint's identity."""
+    e = {name: v for name, v in k["eval"].items() if name not in ("grader", "monitor", "truncated")}
     return {**k, "eval": e, "inputs": inputs}
 
 
@@ -153,44 +155,85 @@ def _evaluate(cfg, r: Runner, model_path: str, label: str, inputs: Dict[str, Dic
     entry = Entry(path, f"eval_{name}", k, inputs, resume=_resume_stamp(k, inputs), keep_shards=True)
     built = entry.materialise(lambda work: _score(cfg, r, model_path, label, work),
                               link=(cfg, f"eval/{link_as}") if shared else None)
-    overall = json.loads((path / "scores.json").read_text())["overall"]
+    scores = json.loads((path / "scores.json").read_text())
     timing = {} if built.cached else {t: built.manifest["counts"].get(t) for t in
                                       ("engine_seconds", "generated_tokens", "tokens_per_second")}
-    return {"dir": str(path), "cached": built.cached, **overall, **timing}
+    # eval.headline only picks which stored figure leads: read from the scores, never written into a
+    # finished (maybe shared) entry
+    return {"dir": str(path), "cached": built.cached, **scores["overall"],
+            "headline": headline_of(scores, cfg.eval.headline), **timing}
 
 
 def _score(cfg, r: Runner, model_path: str, label: str, work: Path) -> Dict[str, Any]:
     e = cfg.eval
+    # when this process began the eval; a resumed eval's earlier start is its first sample's batch
+    # start, which the inspect log takes when it is earlier (the samples carry it across the kill)
+    started = time.time()
     samples, info = r.run(cfg, work, model_path, _model_cfg(cfg), label)
     engine_seconds, engine_tokens = info.pop("engine_seconds"), info.pop("engine_tokens", 0)
     if e.monitor.enabled:  # reads only the samples' CoTs; writes monitor_* into them
         info["monitor"] = monitor.run(cfg, work, samples)
     overall, rows = score_rows(samples, flag=e.counts)
     _, families = score_rows(samples, group_key="family", flag=e.counts)
+    cut, cut_by_condition = truncated(samples)
+    for row in rows:  # the share of each condition's samples cut off at max_tokens
+        row["truncated"] = cut_by_condition[row["condition"]]["truncated"]
+        row["truncated_share"] = cut_by_condition[row["condition"]]["share"]
+    mean = mean_over(rows)
     # The eval's own facts first, so that none of them can overwrite a computed score.
     scores = {**info, "eval": e.name, "metric": e.metric, "counts": e.counts, "model": label,
-              "model_path": model_path, "overall": overall, "mean_over_conditions": mean_over(rows),
+              "model_path": model_path, "overall": overall, "mean_over_conditions": mean,
+              "headline": headline(overall, mean, e.headline),
               "conditions": rows, "families": families, "ambiguous": overall["ambiguous"],
               "unscored": overall["unscored"],
               "finish_reasons": dict(Counter(s.get("finish_reason", "") for s in samples)),
+              "truncated": {**cut, "policy": e.truncated},
               "layers": {layer: sum(s["layer"] == layer for s in samples) for layer in ("deterministic", "grader")},
               "cot_citation": citation(samples), **r.score(cfg, samples)}
     timing = {"engine_seconds": round(engine_seconds, 2),
               "generated_tokens": sum(s["completion_tokens"] for s in samples),
               "tokens_per_second": round(engine_tokens / engine_seconds, 1) if engine_seconds > 0 else None}
+    if e.grader.enabled:  # which grader scored it, and how it did on the labelled set if it was checked
+        scores["grader"] = {**(scores.get("grader") or {}), "model": grader.grader_name(cfg),
+                            "check": grader_checked(cfg)}
     rundir.write_jsonl(work / "samples.jsonl", samples)
     rundir.write_json(work / "scores.json", scores)
     if e.inspect_log:
         from .inspect_log import write as write_inspect_log
 
-        scores["inspect_log"] = write_inspect_log(cfg, work, samples, scores)
+        scores["inspect_log"] = write_inspect_log(cfg, work, samples, scores, model_path=model_path, label=label,
+                                                  started_at=started, completed_at=time.time())
         rundir.write_json(work / "scores.json", scores)
-    return {"counts": {"samples": len(samples), e.counts: overall["k"], **timing}}
+    return {"counts": {"samples": len(samples), e.counts: overall["k"], **timing}, "models": _models_used(samples),
+            **({"grader": scores["grader"]} if e.grader.enabled else {})}
+
+
+def _models_used(samples) -> list:
+    """The requests and tokens of this eval's build (usage.py), its grader's taken from the samples
+    themselves: each graded sample keeps what its grading cost, so shards graded before a kill count too."""
+    graded = [s["grader"]["usage"] for s in samples if (s.get("grader") or {}).get("usage")]
+    if not graded:
+        return usage.current()
+    by_model: Dict[str, Dict[str, Any]] = {}
+    for u in graded:
+        row = by_model.setdefault(u["model"], {"role": "grader", "model": u["model"], "requests": 0,
+                                               "input_tokens": 0, "output_tokens": 0})
+        for field in ("requests", "input_tokens", "output_tokens"):
+            row[field] += u[field]
+    return [r for r in usage.current() if r["role"] != "grader"] + list(by_model.values())
 
 
 def check_key(cfg, r: Runner) -> Dict[str, Any]:
     """What a check of a grader depends on: the grader, named by its model, and the runner's content."""
     return {"grader": declared(cfg, "eval.grader")["eval.grader"], "content": r.content(cfg)}
+
+
+def grader_checked(cfg) -> Optional[Dict[str, Any]]:
+    """The store's check of eval.grader on the labelled set (`dacli eval am_grader_check` with the same
+    grader settings): its dir and Cohen's kappa per scenario, or None when it was not checked."""
+    path = rundir.store_path(cfg, grader_check.NAME, check_key(cfg, grader_check.RUNNER))
+    found = rundir.read_manifest(path)
+    return {"dir": str(path), "kappa": found["counts"].get("kappa")} if found else None
 
 
 def _check(cfg, r: Runner) -> Dict[str, Any]:

@@ -22,12 +22,13 @@ from typing import Any, Dict, List, Tuple
 
 from .. import progress, rundir
 from ..cot import split as split_cot
-from ..errors import DacliError
+from ..errors import DacliError, GaveUp
 from . import actions as actions_mod
 from . import deterministic
 from ..shards import Shards
 from .actions import parse_actions
-from .runner import Runner
+from .runner import Runner, batch_share
+from .scoring import unscore_truncated
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "am"
 _UNFILLED = re.compile(r"\$\{(\w+)\}")
@@ -209,8 +210,8 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
     def generate(start: int, stop: int) -> List[Dict[str, Any]]:
         # An engine that draws from its own seed (vLLM on CPU) would replay the first shard's random
         # stream after a kill: a resumed run starts it from a seed of its own.
-        backend = opened["backend"] = opened["backend"] or open_backend(_engine_from(e.engine, start), model_path,
-                                                                        model_cfg)
+        backend = opened["backend"] = opened["backend"] or open_backend(
+            _engine_from(e.engine, start), model_path, model_cfg, role="eval", journal=shards.dir / "eval.journal")
         rows = []
         runs = _runs(pairs[start:stop])
         for count, group in itertools.groupby(sorted(runs, key=lambda r: r[2]), key=lambda r: r[2]):
@@ -218,8 +219,11 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
             convs = [[{"role": "system", "content": items[i][1]["system"]},
                       {"role": "user", "content": items[i][1]["user"]}] for i, _, _ in group]
             t0 = time.time()
-            outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, 1.0, count, e.engine.seed),
+            outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, None, count, e.engine.seed),
                                 seed_offset=start)
+            # each sample's time is its share of this engine call (the group is generated at once),
+            # with the call's own start and end
+            share = batch_share(t0, time.time(), sum(len(cs) for cs in outs))
             for (i, first, _), completions in zip(group, outs):
                 family, scen = items[i]
                 for j, c in enumerate(completions):
@@ -227,7 +231,8 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
                                  "sample": first + j, "model": model_label, "response": c.text,
                                  **classify_sample(family, scen, c.text),
                                  "policy_ids": list(family.get("policy_ids") or []),
-                                 "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens})
+                                 "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
+                                 "completion_tokens": c.completion_tokens, **share})
             spent["seconds"] += time.time() - t0  # the engine call, parsing and classifying its samples
             spent["tokens"] += sum(c.completion_tokens for cs in outs for c in cs)
         rows.sort(key=lambda r: (r["condition"], r["sample"]))
@@ -250,6 +255,7 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
         s["layer"] = "grader" if graded else "deterministic"
         if s["finish_reason"] == "overflow":  # nothing was generated: no evidence either way
             s["verdict"], s["reason"] = "unscored", "the scenario does not fit model.max_model_len: nothing generated"
+        unscore_truncated(s, e.truncated)  # cut off at max_tokens: as written, or unscored (eval.truncated)
     unfilled = {s["condition"]: sorted(set(_UNFILLED.findall(s["system"] + s["user"]))) for _, s in items
                 if _UNFILLED.search(s["system"] + s["user"])}
     if unfilled:
@@ -278,8 +284,8 @@ def grade_shards(cfg, shards: Shards, index: Dict[str, Tuple[Dict, Dict]], sampl
     opened: Dict[str, Any] = {"backend": None, "name": "", "unscored": 0}
 
     def grade(rows: List[Dict[str, Any]], start: int) -> List[Dict[str, Any]]:
-        if opened["backend"] is None:
-            opened["backend"], opened["name"] = grader.open_grader(cfg)
+        if opened["backend"] is None:  # a remote grader's answers are kept as they arrive: a kill loses none
+            opened["backend"], opened["name"] = grader.open_grader(cfg, journal=shards.dir / "grader.journal")
         opened["unscored"] += grader.grade(cfg, opened["backend"], [(*index[r["condition"]], r) for r in rows])
         advance(len(rows), unscored=opened["unscored"])
         return rows
@@ -288,6 +294,10 @@ def grade_shards(cfg, shards: Shards, index: Dict[str, Tuple[Dict, Dict]], sampl
         with progress.track("samples graded", samples) as advance:
             advance(sum(len(shards.load(f["graded"])) for f in shards.ranges("graded").values()))
             shards.transform("gen", "graded", grade, keep_source=True)
+    except GaveUp as e:
+        done = sum(len(shards.load(f["graded"])) for f in shards.ranges("graded").values())
+        raise GaveUp(f"{e} — {done} of {samples} samples graded and kept (and every answer since); "
+                     "the same command goes on from there") from None
     finally:
         if opened["backend"] is not None:
             opened["backend"].close()
@@ -309,16 +319,23 @@ def content(cfg) -> Dict[str, str]:
 
 def score(cfg, samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     """The deterministic layer's own rate with its bounds, whatever the headline counts, and with a
-    grader both of its verdicts (upstream's `harmful` and its `classifier_verdict`)."""
+    grader both of its verdicts (upstream's `harmful` and its `classifier_verdict`). A sample the
+    verdict loop left unscored for being cut off (eval.truncated=unscored) is unscored in each."""
     from .scoring import mean_over, score_rows
 
-    flat = [{"condition": s["condition"], "verdict": s["deterministic"]["verdict"]} for s in samples]
-    overall, rows = score_rows(flat, flag="harmful")
+    def flat(verdict_of) -> List[Dict[str, str]]:
+        cut = cfg.eval.truncated == "unscored"
+        return [{"condition": s["condition"],
+                 "verdict": "unscored" if cut and s.get("finish_reason") == "length" else verdict_of(s)}
+                for s in samples]
+
+    overall, rows = score_rows(flat(lambda s: s["deterministic"]["verdict"]), flag="harmful")
     blocks: Dict[str, Any] = {"deterministic": {"overall": overall, "mean_over_conditions": mean_over(rows),
                                                 "conditions": rows}}
     if cfg.eval.grader.enabled:
         for verdict in ("harmful", "classifier_verdict"):
-            o, r = score_rows(samples, flag="harmful", field=verdict)
+            o, r = score_rows(flat(lambda s: s[verdict] if verdict in s else s.get("grader", {}).get(verdict, "unscored")),
+                              flag="harmful")
             blocks[verdict] = {"overall": o, "mean_over_conditions": mean_over(r), "conditions": r}
     return blocks
 

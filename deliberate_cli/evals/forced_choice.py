@@ -31,7 +31,7 @@ from ..cot import split as split_cot
 from ..errors import DacliError
 from .prompted import generate_once, prompt_file
 from .runner import Runner
-from .scoring import rate
+from .scoring import rate, unscore_truncated
 
 LETTERS = ("A", "B")
 INSTRUCTION = ('Choose one of the two options. End your reply with a final line of the form "Answer: A" or '
@@ -115,7 +115,7 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
     e = cfg.eval
     items = load_items(e)
     convs = [[{"role": "user", "content": render(it)}] for it in items]
-    outs, seconds = generate_once(e, convs, model_path, model_cfg)
+    outs, seconds, share = generate_once(e, convs, model_path, model_cfg)
     samples = []
     for conv, it, completions in zip(convs, items, outs):
         for k, c in enumerate(completions):
@@ -128,8 +128,11 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
                 "transcript": conv + [{"role": "assistant", "content": c.text}], "cot": cot, "answer": answer,
                 "choice": letter, "values": dict(it["values"]), "verdict": verdict,
                 "reason": f"chose {letter} ({how})" if letter else how, "layer": "deterministic",
-                "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens,
+                "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
+                "completion_tokens": c.completion_tokens, **share,
             })
+    for s in samples:
+        unscore_truncated(s, e.truncated)
     values = sorted({it["values"][k] for it in items for k in LETTERS})
     return samples, {"questions": len(items), "values": value_rates(samples, values), "engine_seconds": seconds,
                      "engine_tokens": sum(s["completion_tokens"] for s in samples)}

@@ -16,7 +16,7 @@ from .. import progress
 from ..cot import split as split_cot
 from ..errors import DacliError
 from ..judge import is_refusal
-from .runner import Runner
+from .runner import Runner, batch_share
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "evals"
 # A refusal longer than this may be a safe completion rather than a flat refusal.
@@ -56,32 +56,34 @@ def verdict_of(answer: str, refused_is: str, complied_is: str) -> Tuple[str, str
 
 
 def generate_once(e, convs, model_path: str, model_cfg):
-    """(samples_per_scenario completions per conversation, engine seconds): one batched pass, as the
-    small prompt evals need, with the eval's sampling settings and a progress line."""
+    """(samples_per_scenario completions per conversation, engine seconds, each sample's time: its share
+    of the pass, and the pass's start and end; runner.batch_share): one batched pass, as the small
+    prompt evals need, with the eval's sampling settings and a progress line."""
     from ..backends import Sampling, open_backend
 
-    backend = open_backend(e.engine, model_path, model_cfg)
+    backend = open_backend(e.engine, model_path, model_cfg, role="eval")
     try:
         with progress.track("samples generated", len(convs) * e.samples_per_scenario) as advance:
             t0 = time.time()
-            outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, 1.0, e.samples_per_scenario,
+            outs = backend.chat(convs, Sampling(e.max_tokens, e.temperature, None, e.samples_per_scenario,
                                                 e.engine.seed))
-            seconds = time.time() - t0
+            t1 = time.time()
             advance(sum(len(c) for c in outs))
     finally:
         backend.close()
-    return outs, seconds
+    return outs, t1 - t0, batch_share(t0, t1, sum(len(c) for c in outs))
 
 
 def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[List[Dict], Dict[str, Any]]:
     """One batched pass (these sets are small), then the grader for what the refusal detector left
     ambiguous, when eval.grader is enabled."""
-    from . import prompt_grader
+    from . import grader, prompt_grader
+    from .scoring import unscore_truncated
 
     e = cfg.eval
     items = load_items(e)
     convs = [[{"role": "user", "content": it["prompt"]}] for it in items]
-    outs, seconds = generate_once(e, convs, model_path, model_cfg)
+    outs, seconds, share = generate_once(e, convs, model_path, model_cfg)
     # the refusal detector's two outcomes, named as this eval's metric counts them
     refused, complied = ("refused", "complied")
     samples = []
@@ -94,9 +96,12 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
                 "sample": k, "model": model_label, "policy_ids": list(it.get("policy_ids") or []),
                 "transcript": conv + [{"role": "assistant", "content": c.text}], "cot": cot, "answer": answer,
                 "verdict": verdict, "reason": reason, "layer": "deterministic", "choices": ["complied", "refused"],
-                "rubric": e.prompted.rubric, "finish_reason": c.finish_reason, "completion_tokens": c.completion_tokens,
+                "rubric": e.prompted.rubric, "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
+                "completion_tokens": c.completion_tokens, **share,
             })
-    graded = prompt_grader.resolve(cfg, samples, e.grader.engine.model_path or e.grader.engine.served_model_name or "")
+    for s in samples:  # before the grader: a cut-off answer left unscored is not worth asking about
+        unscore_truncated(s, e.truncated)
+    graded = prompt_grader.resolve(cfg, samples, grader.grader_name(cfg))
     return samples, {"prompts": len(items), "grader": graded, "engine_seconds": seconds,
                      "engine_tokens": sum(s["completion_tokens"] for s in samples)}
 

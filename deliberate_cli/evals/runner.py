@@ -2,10 +2,21 @@
 `RUNNER = Runner(...)`, plus its YAML under conf/eval/ naming it. evals/__init__.py runs every runner
 the same way; adding a runner is a module, a line in its registry and a YAML file."""
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 Samples = List[Dict[str, Any]]
+
+
+def batch_share(t0: float, t1: float, n: int) -> Dict[str, Any]:
+    """A sample's time, for its row: the engine generates a whole batch at once, so `seconds` is the
+    sample's share of its batch's wall time (t1 - t0 over its n samples), and `started_at` and
+    `completed_at` (ISO, UTC) are the batch's own start and end."""
+    def iso(t: float) -> str:
+        return datetime.fromtimestamp(t, timezone.utc).isoformat()
+
+    return {"seconds": round((t1 - t0) / max(n, 1), 4), "started_at": iso(t0), "completed_at": iso(t1)}
 
 
 def _no_blocks(cfg, samples: Samples) -> Dict[str, Any]:

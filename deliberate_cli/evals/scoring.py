@@ -2,7 +2,7 @@
 import math
 import re
 from collections import defaultdict
-from typing import Any, Dict, Iterable, List, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 Z95 = 1.959963984540054
 
@@ -49,12 +49,69 @@ def score_rows(samples: Iterable[Dict], group_key: str = "condition", flag: str 
 
 def mean_over(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
     """The unweighted mean of per-condition rates (the MSM paper's Fig. 4 number), with the mean of
-    their bounds when ambiguous samples remain."""
+    their bounds when ambiguous samples remain, the pooled k and n beside it, and a 95% interval.
+
+    The conditions are fixed strata, not a sample of conditions, so the interval is the normal one
+    over strata: Var(mean) = (1/C^2) sum_c p_c(1-p_c)/n_c, each condition's own n weighing its
+    variance. p_c there is Agresti-Coull's (k+2)/(n+4), so that a condition at 0/n or n/n still adds
+    width (the plain p would give a zero-width interval when every condition is at 0); the centre is
+    the plain mean."""
     rows = [r for r in rows if r["n"]]
     if not rows:
-        return {"rate": 0.0, "conditions": 0}
-    return {"rate": sum(r["rate"] for r in rows) / len(rows), "conditions": len(rows),
-            "bounds": [sum(r["bounds"][i] for r in rows) / len(rows) for i in (0, 1)]}
+        return {"rate": 0.0, "conditions": 0, "ci_low": 0.0, "ci_high": 1.0, "k": 0, "n": 0, "bounds": [0.0, 1.0]}
+    c = len(rows)
+    centre = sum(r["rate"] for r in rows) / c
+    variance = sum(_adjusted(r) * (1 - _adjusted(r)) / r["n"] for r in rows) / (c * c)
+    half = Z95 * math.sqrt(variance)
+    return {"rate": centre, "conditions": c, "ci_low": max(0.0, centre - half), "ci_high": min(1.0, centre + half),
+            "k": sum(r["k"] for r in rows), "n": sum(r["n"] for r in rows),
+            "bounds": [sum(r["bounds"][i] for r in rows) / c for i in (0, 1)]}
+
+
+def _adjusted(row: Dict[str, Any]) -> float:
+    """Agresti-Coull's adjusted proportion (k+2)/(n+4): only ever in a variance."""
+    return (row["k"] + 2) / (row["n"] + 4)
+
+
+def headline(overall: Dict[str, Any], mean: Dict[str, Any], figure: str) -> Dict[str, Any]:
+    """The figure an eval leads with (eval.headline), so that the summary, the report and the plot show
+    the same number without recomputing it: the pooled k/n, or the mean over conditions (the MSM
+    paper's Fig. 4). `bounds` travel with it while ambiguous samples remain."""
+    if figure == "mean_over_conditions":
+        return {"figure": figure, "rate": mean["rate"], "ci_low": mean["ci_low"], "ci_high": mean["ci_high"],
+                "label": f"mean over {mean['conditions']} conditions", "bounds": mean.get("bounds")}
+    return {"figure": "pooled", "rate": overall["rate"], "ci_low": overall["ci_low"], "ci_high": overall["ci_high"],
+            "label": "pooled k/n", "bounds": overall.get("bounds")}
+
+
+def headline_of(scores: Dict[str, Any], figure: Optional[str] = None) -> Dict[str, Any]:
+    """A scores.json's headline: the figure `figure` names (the config's eval.headline, which may have
+    changed since the eval was scored: it is a runtime setting) computed from the stored rows, else the
+    block it was written with; one written before there were headlines led with the pooled k/n."""
+    if figure is None:
+        return scores.get("headline") or headline(scores["overall"], {}, "pooled")
+    return headline(scores["overall"], mean_over(scores.get("conditions") or []), figure)
+
+
+def truncated(samples: Iterable[Dict], group_key: str = "condition") -> Tuple[Dict[str, Any], Dict[str, Dict]]:
+    """How many samples ended at eval.max_tokens (finish_reason "length": cut off, maybe before acting),
+    of all samples, overall and per group: {"truncated": count, "samples": all, "share": count/all}."""
+    groups: Dict[str, List[bool]] = defaultdict(list)
+    for s in samples:
+        groups[s[group_key]].append(s.get("finish_reason") == "length")
+
+    def share(flags: List[bool]) -> Dict[str, Any]:
+        return {"truncated": sum(flags), "samples": len(flags), "share": sum(flags) / len(flags) if flags else 0.0}
+
+    return share([f for fs in groups.values() for f in fs]), {g: share(fs) for g, fs in groups.items()}
+
+
+def unscore_truncated(sample: Dict[str, Any], policy: str) -> None:
+    """eval.truncated=unscored: an answer cut off at eval.max_tokens is in neither k nor n (counted as
+    unscored); `score` reads it as written, as the MSM paper's grader does."""
+    if policy == "unscored" and sample.get("finish_reason") == "length" and sample["verdict"] != "unscored":
+        sample["verdict"] = "unscored"
+        sample["reason"] = f"cut off at eval.max_tokens (eval.truncated=unscored); as written: {sample.get('reason', '')}"
 
 
 def citation(samples: Iterable[Dict]) -> Dict[str, float]:
