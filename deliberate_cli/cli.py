@@ -78,11 +78,15 @@ def run(overrides: Optional[List[str]] = _OVERRIDES, multirun: bool = _MULTIRUN,
 def report(directory: Path = typer.Argument(..., help="A run dir or a sweep dir."),
            at: Optional[int] = typer.Option(None, "--at", min=1, show_default=False,
                                             help="The AFT sample count of the Fig. 4 bars (report_fig4.png); "
-                                                 "default: the largest count every AFT method has.")) -> None:
+                                                 "default: the largest count every AFT method has."),
+           prices: Optional[Path] = typer.Option(None, "--prices", show_default=False,
+                                                 help="A YAML price table ({model: {input: $, output: $}} per "
+                                                      "million tokens) for the cost line; default: the runs' "
+                                                      "own `prices`.")) -> None:
     """Write report.md, report.json, am_rate.png and report_fig4.png for a run or a sweep, and print the table."""
     from .report import print_table, write
 
-    result = write(directory, at)
+    result = write(directory, at, prices)
     print_table(directory)
     typer.echo(f"report: {result['path']}" + (f"  plot: {result['plot']}" if result["plot"] else "")
                + (f"  fig. 4: {result['fig4']}" if result.get("fig4") else ""))

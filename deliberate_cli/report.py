@@ -22,7 +22,7 @@ def _runs(root: Path) -> List[Path]:
     return sorted(r for r in found if not r.name.startswith(".") and "store" not in r.relative_to(root).parts)
 
 
-def collect(root: Path) -> Dict[str, Any]:
+def collect(root: Path, prices: Optional[Dict[str, Dict[str, float]]] = None) -> Dict[str, Any]:
     import yaml
 
     rows, missing, failed = [], [], []
@@ -55,7 +55,7 @@ def collect(root: Path) -> Dict[str, Any]:
                          "headline": headline_of(s, (cfg.get("eval") or {}).get("headline")), "truncated": s.get("truncated"), "monitor": s.get("monitor")})
             if s.get("values"):  # a forced-choice eval: the share choosing each value (evals/forced_choice.py)
                 rows[-1]["values"] = s["values"]
-    return {"rows": rows, "missing": missing, "failed": failed, "spend": spend(root)}
+    return {"rows": rows, "missing": missing, "failed": failed, "spend": spend(root, prices)}
 
 
 def _manifests(root: Path) -> List[Path]:
@@ -74,9 +74,10 @@ def _manifests(root: Path) -> List[Path]:
     return sorted(seen.values())
 
 
-def spend(root: Path) -> Dict[str, Any]:
+def spend(root: Path, prices: Optional[Dict[str, Dict[str, float]]] = None) -> Dict[str, Any]:
     """Requests and tokens per role and model over every stage output the runs used (each counted once,
-    however many runs link it), and their cost at the runs' `prices` (US dollars per million tokens)."""
+    however many runs link it), and their cost at `prices`, else the runs' own `prices` (US dollars per
+    million tokens, by model)."""
     import yaml
 
     totals: Dict[Tuple[str, str], Dict[str, Any]] = {}
@@ -86,9 +87,10 @@ def spend(root: Path) -> Dict[str, Any]:
                                                                "requests": 0, "input_tokens": 0, "output_tokens": 0})
             for field in ("requests", "input_tokens", "output_tokens"):
                 t[field] += row.get(field, 0)
-    prices: Dict[str, Dict[str, float]] = {}
-    for run in _runs(root):
-        prices.update(yaml.safe_load((run / "config.yaml").read_text()).get("prices") or {})
+    if prices is None:
+        prices = {}
+        for run in _runs(root):
+            prices.update(yaml.safe_load((run / "config.yaml").read_text()).get("prices") or {})
     cost, unpriced = 0.0, []
     for t in totals.values():
         price = prices.get(t["model"])
@@ -542,7 +544,9 @@ def plot_fig4(bars: Optional[Dict[str, Any]], path: Path) -> bool:
         bs = p["bars"]
         x = range(len(bs))
         rates = [100 * b["rate"] for b in bs]
-        err = [[100 * (b["rate"] - b["ci_low"]) for b in bs], [100 * (b["ci_high"] - b["rate"]) for b in bs]]
+        # clipped at 0: at 0/n or n/n an interval's end can sit a rounding error inside the rate
+        err = [[max(0.0, 100 * (b["rate"] - b["ci_low"])) for b in bs],
+               [max(0.0, 100 * (b["ci_high"] - b["rate"])) for b in bs]]
         ax.bar(x, rates, yerr=err, capsize=4, color=[colour[b["method"]] for b in bs], edgecolor="black", linewidth=0.5)
         for i, b in enumerate(bs):
             ax.text(i, 100 * b["ci_high"] + 1.5, f"{100 * b['rate']:.1f}%", ha="center", va="bottom", fontsize=8)
@@ -557,14 +561,15 @@ def plot_fig4(bars: Optional[Dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def write(root: Path, at: Optional[int] = None) -> Dict[str, Any]:
-    """report.md, report.json, am_rate.png and report_fig4.png (its bars at `at` AFT samples)."""
+def write(root: Path, at: Optional[int] = None, prices: Optional[Path] = None) -> Dict[str, Any]:
+    """report.md, report.json, am_rate.png and report_fig4.png (its bars at `at` AFT samples); the cost
+    at the prices in the YAML file `prices`, else at the runs' own `prices`."""
     from .rundir import write_json
 
     root = Path(root)
     if not root.is_dir():
         raise DacliError(f"not a directory: {root}")
-    data = collect(root)
+    data = collect(root, read_prices(prices) if prices else None)
     if not data["rows"] and not data["missing"] and not data["failed"]:
         raise DacliError(f"no dacli runs under {root} (looked for */config.yaml with .hydra/)")
     bars = fig4_bars(data, at)  # a count no run has fails here, before anything is written
@@ -578,6 +583,23 @@ def write(root: Path, at: Optional[int] = None) -> Dict[str, Any]:
     return {"path": str(md), "rows": len(data["rows"]), "missing": len(data["missing"]),
             "failed": len(data["failed"]), "plot": str(root / "am_rate.png") if plotted else None,
             "fig4": str(root / "report_fig4.png") if fig4 else None}
+
+
+def read_prices(path: Path) -> Dict[str, Dict[str, float]]:
+    """A price table: {model: {input: $/M tokens, output: $/M tokens}}, checked."""
+    import yaml
+
+    try:
+        table = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise DacliError(f"cannot read the price table {path}: {str(e).splitlines()[0]}") from None
+    ok = isinstance(table, dict) and all(
+        isinstance(v, dict) and set(v) <= {"input", "output"} and all(isinstance(x, (int, float)) for x in v.values())
+        for v in table.values())
+    if not ok:
+        raise DacliError(f"{path}: a price table maps each model to {{input: dollars per million tokens, "
+                         "output: dollars per million tokens}")
+    return table
 
 
 def print_table(root: Path) -> None:

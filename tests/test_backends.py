@@ -18,7 +18,7 @@ def _engine(backend):
 @pytest.mark.parametrize("backend", ["transformers", "vllm"])
 def test_backend_chat_and_continuation(backend, tiny_model):
     model_cfg = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name": "tiny", "max_model_len": 1024})
-    engine = open_backend(_engine(backend), str(tiny_model), model_cfg)
+    engine = open_backend(_engine(backend), str(tiny_model), model_cfg, role="eval")
     try:
         outs = engine.chat(CONVS, Sampling(max_tokens=8, temperature=1.0, n=3, seed=1))
         assert [len(o) for o in outs] == [3, 3]

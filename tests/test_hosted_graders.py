@@ -73,6 +73,25 @@ def test_an_eval_is_graded_once_per_sample_through_rate_limits_server_errors_and
         assert graded_by["grader"]["requests"] == 4 and graded_by["grader"]["input_tokens"] == 40
         assert graded_by["grader"]["output_tokens"] == 20
         assert graded_by["grader"]["model"] == overrides[0].split("=", 1)[1]
+        assert manifest["grader"]["model"] == graded_by["grader"]["model"] and manifest["grader"]["check"] is None
+
+
+def test_an_eval_names_the_kappa_of_a_check_of_its_grader_when_the_store_holds_one(tmp_path):
+    from deliberate_cli import rundir
+    from deliberate_cli.compose import load
+    from deliberate_cli.evals import grader_checked
+
+    at = [f"run.root={tmp_path}", "eval.grader.model=anthropic/claude-sonnet-4-6"]
+    cfg = load(["eval=am_msm_paper", *at])
+    assert grader_checked(cfg) is None
+    check = load(["eval=am_grader_check", *at])  # the check as `dacli eval am_grader_check` keys it
+    from deliberate_cli.evals import RUNNERS, check_key
+
+    entry = rundir.store_path(check, "am_grader_check", check_key(check, RUNNERS["grader_check"]))
+    rundir.write_json(entry / rundir.MANIFEST, {"counts": {"kappa": {"murder": 0.91, "leaking": 0.84}}})
+    assert grader_checked(cfg) == {"dir": str(entry), "kappa": {"murder": 0.91, "leaking": 0.84}}
+    other = load(["eval=am_msm_paper", f"run.root={tmp_path}", "eval.grader.model=openai/gpt-4.1"])
+    assert grader_checked(other) is None  # a check of another grader says nothing of this one
 
 
 def _engine(**settings):

@@ -28,7 +28,7 @@ def main():
     engine = OmegaConf.merge(OmegaConf.structured(EngineConfig), {"backend": "vllm", "lora": lora,
         "dtype": "float32", "enforce_eager": True, "gpu_memory_utilization": 0.3, "cpu_kvcache_gb": 1})
     model = OmegaConf.merge(OmegaConf.structured(ModelConfig), {"name": "tiny", "max_model_len": 1024})
-    backend = open_backend(engine, path, model)
+    backend = open_backend(engine, path, model, role="eval")
     convs = [[{"role": "user", "content": f"Tell me about topic {i}, in a few words."}] for i in range(6)]
     outs = backend.llm.chat(convs, SamplingParams(max_tokens=1, temperature=0.0, logprobs=20),
                             lora_request=backend.lora_request, use_tqdm=False)

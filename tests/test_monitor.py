@@ -127,7 +127,7 @@ def test_the_monitor_reads_the_cot_and_never_the_response_and_resumes(tmp_path, 
     cfg = _cfg(engine={"backend": "openai", "served_model_name": "monitor-model"})
 
     killed = _Backend(fail_after=1)
-    monkeypatch.setattr(backends, "open_backend", lambda *a: killed)
+    monkeypatch.setattr(backends, "open_backend", lambda *a, **kw: killed)
     with pytest.raises(RuntimeError):
         monitor.run(cfg, tmp_path, [dict(s) for s in samples])  # dies on its second chunk of two CoTs
     def answers():  # the eval entry's shards: gone once the entry is in place
@@ -136,7 +136,7 @@ def test_the_monitor_reads_the_cot_and_never_the_response_and_resumes(tmp_path, 
     assert killed.closed and answers() == 2
 
     backend = _Backend()
-    monkeypatch.setattr(backends, "open_backend", lambda *a: backend)
+    monkeypatch.setattr(backends, "open_backend", lambda *a, **kw: backend)
     result = monitor.run(cfg, tmp_path, samples)
     asked = [c for batch in backend.seen for c in batch]
     # the two CoTs answered before the kill are not asked again; GARBLE is asked three times in all

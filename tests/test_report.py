@@ -303,3 +303,16 @@ def test_requests_and_tokens_are_totalled_once_per_output_and_priced(tmp_path):
     assert abs(read_json(sweep / "report.json")["spend"]["cost"] - cost) < 1e-9
     md = (sweep / "report.md").read_text()
     assert f"**Cost: ${cost:,.2f}** (no price for: local-writer)" in md and "| grader | anthropic/claude-sonnet-4-6 | 60 |" in md
+
+
+def test_a_price_table_file_prices_the_report_and_a_bad_one_is_one_line(tmp_path):
+    sweep = _two_model_sweep(tmp_path / "runs")
+    baseline = next((tmp_path / "runs" / "store").iterdir())
+    (baseline / "manifest.json").write_text(json.dumps({"models": [
+        {"role": "grader", "model": "openai/gpt-4.1", "requests": 4, "input_tokens": 1_000_000, "output_tokens": 0}]}))
+    (tmp_path / "prices.yaml").write_text("openai/gpt-4.1: {input: 2.0, output: 8.0}\n")
+    dacli("report", str(sweep), "--prices", str(tmp_path / "prices.yaml"), cwd=tmp_path)
+    assert "**Cost: $2.00**" in (sweep / "report.md").read_text()
+    (tmp_path / "bad.yaml").write_text("openai/gpt-4.1: 2.0\n")
+    proc = dacli("report", str(sweep), "--prices", str(tmp_path / "bad.yaml"), cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "price table" in proc.stderr

@@ -15,7 +15,8 @@ def wilson(k: int, n: int, z: float = Z95) -> Tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # it always holds p; at 0/n and n/n rounding can leave an end a hair inside it
+    return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
 
 
 def rate(k: int, n: int, ambiguous: int = 0, unscored: int = 0) -> Dict[str, Any]:
