@@ -122,14 +122,14 @@ def test_a_rerun_sends_no_request_twice_and_counts_the_answers_it_used(settings,
         assert len(journal.read_text().splitlines()) == 3
 
 
-@pytest.mark.parametrize("settings", [{"backend": "openai", "served_model_name": "grader"},
+@pytest.mark.parametrize("settings", [{"backend": "openai", "served_model_name": "grader", "max_retries": 0},
                                       {"model": "openai-api/standin/grader", "max_retries": 0}],
                          ids=["openai", "inspect"])
 def test_a_request_still_refused_when_its_retry_budget_is_spent_stops_with_one_line(settings, tmp_path, monkeypatch):
     with ChatServer(lambda r: [GRADER_SAYS], faults=lambda body, nth: 429) as hosted:
         monkeypatch.setenv("STANDIN_BASE_URL", hosted.url)
         monkeypatch.setenv("STANDIN_API_KEY", "test")
-        backend = open_backend(_engine(base_url=hosted.url, retry_budget=2, **settings), "", MODEL_CFG, role="grader")
+        backend = open_backend(_engine(base_url=hosted.url, retry_budget=1.5, **settings), "", MODEL_CFG, role="grader")
         with pytest.raises(GaveUp) as raised:
             backend.chat(CONVS[:1], Sampling(16, 0.0, None, 1, 0))
         backend.close()

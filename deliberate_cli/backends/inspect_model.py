@@ -14,6 +14,7 @@ temperature beside top_p). A request for n samples is sent as n requests (not ev
 num_choices), seeded seed, seed+1, ...
 """
 import asyncio
+import math
 import threading
 from typing import List, Optional
 
@@ -40,7 +41,7 @@ class InspectBackend:
         if _takes_max_retries(model_name):
             args.setdefault("max_retries", engine.max_retries)
         config = GenerateConfig(max_connections=engine.concurrency, max_retries=None,
-                                timeout=int(engine.retry_budget), attempt_timeout=int(engine.request_timeout),
+                                timeout=math.ceil(engine.retry_budget), attempt_timeout=math.ceil(engine.request_timeout),
                                 batch=engine.batch)
         try:
             self.model = get_model(model_name, config=config, base_url=engine.base_url, memoize=False, **args)
