@@ -14,9 +14,10 @@ from deliberate_cli.spec import load_spec
 
 def _spec(name="default"):
     raw = OmegaConf.load(REPO / "conf" / "spec" / f"{name}.yaml")
-    if "defaults" in raw:
-        base = OmegaConf.load(REPO / "conf" / "spec" / "default.yaml")
-        raw = OmegaConf.merge(base, {k: v for k, v in raw.items() if k != "defaults"})
+    if "defaults" in raw:  # a variant of another spec (rules_only: core_safety's): that spec, then its own keys
+        (base,) = [d for d in raw.defaults if d != "_self_"]
+        raw = OmegaConf.merge(OmegaConf.load(REPO / "conf" / "spec" / f"{base}.yaml"),
+                              {k: v for k, v in raw.items() if k != "defaults"})
     return load_spec(OmegaConf.merge(OmegaConf.structured(SpecConfig), raw))
 
 
