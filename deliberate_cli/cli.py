@@ -75,6 +75,26 @@ def run(overrides: Optional[List[str]] = _OVERRIDES, multirun: bool = _MULTIRUN,
 
 
 @app.command()
+def plan(overrides: Optional[List[str]] = _OVERRIDES, multirun: bool = _MULTIRUN,
+         command: str = typer.Option("run", "--command", help="The command to plan: run, generate, train or eval."),
+         prices: Optional[Path] = typer.Option(None, "--prices", show_default=False,
+                                               help="A YAML price table ({model: {input: $, output: $}} per million "
+                                                    "tokens) for the grader's cost; default: the config's `prices`.")
+         ) -> None:
+    """What `dacli run` (or another command) would compute and cost, without loading a model or writing
+    anything: the jobs after sharing, trainings, evals, samples, tokens, GPU-hours and the grader's cost."""
+    from rich.console import Console
+
+    from .plan import make, show
+    from .report import read_prices
+    from .stages import COMMANDS
+
+    if command not in COMMANDS:
+        raise DacliError(f"--command must be one of {', '.join(COMMANDS)}, got '{command}'")
+    show(make(command, list(overrides or []), multirun, read_prices(prices) if prices else None), Console())
+
+
+@app.command()
 def report(directory: Path = typer.Argument(..., help="A run dir or a sweep dir."),
            at: Optional[int] = typer.Option(None, "--at", min=1, show_default=False,
                                             help="The AFT sample count of the Fig. 4 bars (report_fig4.png); "

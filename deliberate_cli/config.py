@@ -30,6 +30,8 @@ class ModelConfig:
     # and the spec's {model_name}; `provider` is the spec's {provider_name}.
     family: Optional[str] = None
     provider: Optional[str] = None
+    # Parameters, in billions: what `dacli plan` turns tokens into GPU-hours with (None: unknown).
+    params_b: Optional[float] = None
 
 
 @dataclass
@@ -428,6 +430,23 @@ class EvalConfig:
 
 
 @dataclass
+class ThroughputConfig:
+    """What `dacli plan` turns tokens into GPU-hours with (conf/throughput/): shares of one GPU's peak
+    that decoding, prefill and training reach. Stated assumptions until a GPU has measured them
+    (benchmarks/); `source` says which."""
+
+    gpu: str = "H100"
+    # dense bf16 peak of one GPU, TFLOP/s
+    peak_tflops: float = 989.0
+    train_mfu: float = 0.35
+    # training FLOPs per token and parameter: 6 for full fine-tuning; LoRA skips the weights' gradients (~4)
+    flops_per_token_per_param: float = 4.0
+    decode_mfu: float = 0.1
+    prefill_mfu: float = 0.5
+    source: str = "assumed"
+
+
+@dataclass
 class ResourcesConfig:
     """What one job asks a cluster for (hydra/launcher=slurm reads these). `gpus` defaults, in
     conf/config.yaml, to the most any stage uses: the engines' tensor_parallel_size, train.num_processes."""
@@ -462,6 +481,7 @@ class Config:
     train: TrainConfig = MISSING
     msm: MsmConfig = field(default_factory=MsmConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    throughput: ThroughputConfig = field(default_factory=ThroughputConfig)
     run: RunConfig = field(default_factory=RunConfig)
     # US dollars per million tokens, by model as the manifests name it:
     # {"anthropic/claude-sonnet-4-6": {"input": 3.0, "output": 15.0}}. Empty: `dacli report` shows
@@ -483,6 +503,7 @@ RUNTIME_KEYS = (
     "generator.shard_size", "eval.shard_size", "data.generated.shard_size", "data.generated.pool",
     "data.generated.max_requests", "train.report_to", "train.logging_steps", "train.save_steps",
     "train.accelerate_config", "eval.inspect_log", "eval.headline", "resources.", "run.", "hydra.", "prices.",
+    "throughput.", "model.params_b",
     *(f"{engine}.{knob}" for engine in ENGINES for knob in RUNTIME_KNOBS),
 )
 

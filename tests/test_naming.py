@@ -1,5 +1,7 @@
 """Runs that differ in what they compute get different dirs; runs that differ only in where or how fast
 they run, or in which eval scores them, share one (so generate, train and eval meet)."""
+import pytest
+
 from conftest import dacli
 from deliberate_cli.naming import suffix, variant
 
@@ -16,6 +18,7 @@ def test_variant_keeps_what_changes_results_and_puts_groups_first():
     assert len(long) <= 81 and long != suffix([f"train.k{i}=1" for i in range(31)])  # cut, but still distinct
 
 
+@pytest.mark.slow  # 33 s of generate, train and eval; the names themselves are checked above, at once
 def test_a_spec_sweep_writes_two_runs_and_generate_then_eval_meet_in_one(tiny_model, tmp_path):
     base = [f"model.name_or_path={tiny_model}", "model.name=tiny", f"run.root={tmp_path / 'runs'}", "data.n_samples=4",
             "generator=transformers", "generator.cot_max_tokens=8", "generator.response_max_tokens=8",

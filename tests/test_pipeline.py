@@ -171,6 +171,18 @@ def test_sweep_shares_data_and_baseline_reports_and_survives_a_failed_job(tiny_m
     assert "| baseline |" in md and "| aft_cot |" in md and "## Failed runs" in md
     assert (sweep / "am_rate.png").stat().st_size > 1000
 
+    # `dacli plan` of the same sweep, made without running anything, counts what the sweep computed
+    from deliberate_cli.plan import make, totals
+
+    planned = totals(make("run", args, multirun=True))
+    good = [sweep / f"{m}-n{n}" for m in ("aft_nocot", "aft_cot") for n in (4, 8)]
+    evals = {(run / "eval" / name).resolve() for run in good for name in ("am", "am-baseline")}
+    assert planned["jobs"] == 6 and planned["failing"] == 2  # n=999: more prompts than the set has
+    assert planned["trainings"] == len({(run / "checkpoints" / "sft").resolve() for run in good}) == 4
+    assert planned["datasets"]["aft"] == len(aft) == 1
+    assert planned["evals"] == len(evals) == 5
+    assert planned["eval_samples"] == sum(read_json(e / "manifest.json")["counts"]["samples"] for e in evals) == 15
+
 
 def test_a_killed_cli_takes_its_stage_process_with_it(tiny_model, tiny_store, tmp_path):
     """SIGKILL of `dacli` alone (not its process group) must not leave the stage training on unseen."""

@@ -250,3 +250,21 @@ def test_gpu_smoke_is_one_gpu_every_method_with_lora_and_no_grader(composed):
         assert cfg.data.source == "generated" and cfg.msm.tokens <= 200_000
         assert {cfg.generator.backend, cfg.judge.backend, cfg.eval.engine.backend} == {"vllm"}
         assert cfg.eval.name == "am" and not cfg.eval.grader.enabled and cfg.eval.samples_per_scenario <= 4
+
+
+def test_the_msm_paper_plan_counts_the_papers_trainings_and_eval_samples(tmp_path):
+    """70 jobs share their data, the midtrained checkpoints, the msm jobs' eval and the baselines: per
+    model one midtraining and 28 AFT trainings, 28 AFT evals, one of msm alone and the baseline, each of
+    27 conditions x 300 samples. Nothing is written while planning."""
+    from deliberate_cli.plan import make, totals
+
+    plan = make("run", ["recipe=msm_paper", "eval.grader.model=anthropic/claude-sonnet-4-6", f"run.root={tmp_path}"],
+                multirun=True, given={"anthropic/claude-sonnet-4-6": {"input": 3.0, "output": 15.0}})
+    t = totals(plan)
+    assert (t["jobs"], t["trainings"], t["evals"], t["eval_samples"]) == (70, 58, 60, 486_000)
+    assert t["datasets"] == {"prompts": 2, "aft": 2, "msm": 2} and not plan.failing
+    grader = t["grader"]["anthropic/claude-sonnet-4-6"]
+    assert grader["requests"] == 486_000 and grader["output_tokens"] == 486_000 * 1024
+    assert t["grader_cost"] == (grader["input_tokens"] * 3.0 + grader["output_tokens"] * 15.0) / 1e6
+    assert all(h and h > 0 for h in t["gpu_hours"].values())
+    assert list(tmp_path.iterdir()) == []

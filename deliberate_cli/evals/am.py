@@ -340,4 +340,5 @@ def score(cfg, samples: List[Dict[str, Any]]) -> Dict[str, Any]:
     return blocks
 
 
-RUNNER = Runner(content=content, run=run, score=score, section="am")
+RUNNER = Runner(content=content, run=run, score=score, section="am",
+                items=lambda cfg: [s["system"] + "\n" + s["user"] for _, s in load(cfg)])

@@ -148,4 +148,5 @@ def content(cfg) -> Dict[str, str]:
             "parser_code": files_sha256([Path(__file__)])}
 
 
-RUNNER = Runner(content=content, run=run, section="forced_choice")
+RUNNER = Runner(content=content, run=run, section="forced_choice",
+                items=lambda cfg: [render(it) for it in load_items(cfg.eval)])

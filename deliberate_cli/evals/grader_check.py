@@ -132,6 +132,7 @@ def print_report(eval_dir: Path, console) -> None:
     console.print(table)
 
 
-RUNNER = Runner(content=content, check=check, summary=print_report)
+RUNNER = Runner(content=content, check=check, summary=print_report,
+                items=lambda cfg: [it["response"] for it in load()])
 # The eval (conf/eval/am_grader_check.yaml) whose store entries an AM eval looks up for its grader's kappa.
 NAME = "am_grader_check"

@@ -112,4 +112,5 @@ def content(cfg) -> Dict[str, str]:
     return {"prompts": hashlib.sha256(prompt_file(cfg.eval.name, cfg.eval.prompted.prompts).read_bytes()).hexdigest()}
 
 
-RUNNER = Runner(content=content, run=run, section="prompted")
+RUNNER = Runner(content=content, run=run, section="prompted",
+                items=lambda cfg: [it["prompt"] for it in load_items(cfg.eval)])

@@ -41,6 +41,9 @@ class Runner:
     # Its own settings: the section eval.<section> of the config (config.py's schema of it), which is in
     # its evals' keys; the other runners' sections are not.
     section: Optional[str] = None
+    # The texts it asks about, one per item, rendered without a model: what `dacli plan` counts samples
+    # and prompt tokens from (each item is asked eval.samples_per_scenario times when a model is evaluated).
+    items: Callable[[Any], List[str]] = lambda cfg: []
 
     @property
     def evaluates_model(self) -> bool:
