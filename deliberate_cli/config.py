@@ -64,6 +64,9 @@ class MixConfig:
     # A local .jsonl/.parquet/.csv, or "hf:<dataset id or local dataset dir>"; None = no mix.
     source: Optional[str] = None
     hf_split: str = "train"
+    # A hub dataset's commit, tag or branch (None: the newest; the manifest records the drawn
+    # conversations' digest either way).
+    revision: Optional[str] = None
     # Each row's conversation: a list of {role, content} whose last turn is the assistant's.
     messages_column: str = "messages"
     # How many: a count, or a ratio to the alignment examples (count wins when both are set).
@@ -511,7 +514,7 @@ RUNTIME_KEYS = (
 # Settings added after results were stored, each with the value that behaves as dacli did before it:
 # at that value a setting is left out of every key, so that what a store holds from before is found.
 ADDED_LATER = {**{f"{engine}.model": None for engine in ENGINES}, "eval.grader.model": None,
-               "eval.monitor.model": None, "eval.truncated": "score"}
+               "eval.monitor.model": None, "eval.truncated": "score", "data.mix.revision": None}
 
 
 def is_runtime(key: str) -> bool:

@@ -8,7 +8,7 @@ import hashlib
 import json
 import random
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .errors import DacliError
 
@@ -37,22 +37,23 @@ def _read_file(path: Path) -> List[Dict[str, Any]]:
     raise DacliError(f"prompt file {path} must end in .jsonl, .csv or .parquet")
 
 
-def _read_hf(name: str, split: str) -> List[Dict[str, Any]]:
-    """A hub dataset id or a local dataset directory, through the same `datasets.load_dataset` call."""
+def _read_hf(name: str, split: str, revision: Optional[str] = None) -> List[Dict[str, Any]]:
+    """A hub dataset id (at `revision`: a commit, tag or branch; None the newest) or a local dataset
+    directory, through the same `datasets.load_dataset` call, which caches what it fetched."""
     import datasets
 
     try:
-        return datasets.load_dataset(name, split=split).to_list()
+        return datasets.load_dataset(name, split=split, revision=revision).to_list()
     except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
         raise DacliError(f"cannot load HF dataset '{name}' (split {split}): {str(e).splitlines()[0]}") from None
     except ConnectionError as e:
         raise DacliError(f"cannot reach the hub for dataset '{name}': {str(e).splitlines()[0]}") from None
 
 
-def read_rows(source: str, hf_split: str = "train") -> Tuple[str, List[Dict[str, Any]]]:
+def read_rows(source: str, hf_split: str = "train", revision: Optional[str] = None) -> Tuple[str, List[Dict[str, Any]]]:
     """(resolved name, rows) of a local file or an `hf:` dataset."""
     if source.startswith(HF_PREFIX):
-        return source, _read_hf(source[len(HF_PREFIX):], hf_split)
+        return source, _read_hf(source[len(HF_PREFIX):], hf_split, revision)
     path = Path(source).expanduser()
     return str(path), _read_file(path)
 

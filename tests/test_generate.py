@@ -10,6 +10,8 @@ from deliberate_cli.judge import check, is_refusal
 from deliberate_cli.generate.dedup import NearDuplicates
 
 
+@pytest.mark.slow  # 38 s; the shard bookkeeping it relies on (shards.py) is killed and resumed in the default
+# suite through the prompt pool (below) and the AM eval (test_evals.py)
 def test_killed_generate_resumes_without_losing_or_duplicating(tiny_model, tmp_path):
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "data.n_samples=24",
                           "generator.shard_size=3", "generator.cot_max_tokens=24", "generator.response_max_tokens=24")

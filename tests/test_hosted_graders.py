@@ -122,9 +122,11 @@ def test_a_rerun_sends_no_request_twice_and_counts_the_answers_it_used(settings,
         assert len(journal.read_text().splitlines()) == 3
 
 
-@pytest.mark.parametrize("settings", [{"backend": "openai", "served_model_name": "grader", "max_retries": 0},
-                                      {"model": "openai-api/standin/grader", "max_retries": 0}],
-                         ids=["openai", "inspect"])
+@pytest.mark.parametrize("settings", [
+    {"backend": "openai", "served_model_name": "grader", "max_retries": 0},
+    # Inspect's own backoff starts at 3 s with up to 3 s of jitter: 5-9 s here
+    pytest.param({"model": "openai-api/standin/grader", "max_retries": 0}, marks=pytest.mark.slow)],
+    ids=["openai", "inspect"])
 def test_a_request_still_refused_when_its_retry_budget_is_spent_stops_with_one_line(settings, tmp_path, monkeypatch):
     with ChatServer(lambda r: [GRADER_SAYS], faults=lambda body, nth: 429) as hosted:
         monkeypatch.setenv("STANDIN_BASE_URL", hosted.url)

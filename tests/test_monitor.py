@@ -196,6 +196,7 @@ def _stand_in(req):
     return [_answer(req["messages"][-1]["content"])]
 
 
+@pytest.mark.slow  # 19 s; what the monitor reads, asks and resumes is tested above against stand-ins
 def test_am_eval_with_a_monitor_end_to_end(tiny_model, tmp_path):
     """The tiny model as agent and as monitor (it has no CoT to show, so the block says so), then an
     agent that writes CoTs, watched by the tiny model (mostly unparseable) and by a stand-in with known

@@ -217,6 +217,11 @@ def test_msm_paper_is_the_papers_setup(composed):
         assert cfg.resources.gpus == 4
         assert 35e6 <= cfg.msm.tokens <= 45e6  # "about 40M tokens", fixed across the sweep
         assert cfg.data.source == "generated" and cfg.data.generated.pool >= max(PAPER_COUNTS)
+        # the paper's kind of specs: agentic rules for AFT, the philosophy spec for the MSM corpus
+        assert (cfg.spec.name, cfg.msm.spec) == ("core_safety", "philosophy")
+        assert [p.id for p in cfg.spec.policies] == ["SP1", "SP2", "SP3", "GP1", "GP2"]
+        # about 10,000 instruction-tuning conversations in every AFT run, from a public chat set
+        assert cfg.data.mix.source.startswith("hf:") and cfg.data.mix.count == 10_000
         e = cfg.eval
         assert (e.name, e.samples_per_scenario, e.temperature, e.grader.enabled) == ("am_msm_paper", 300, 0.7, True)
         assert cfg.model.name in str(cfg.hydra.sweep.subdir)
@@ -233,8 +238,7 @@ def test_msm_paper_needs_the_grader_its_header_names():
     from deliberate_cli.errors import DacliError
 
     overrides = _header_overrides("msm_paper")
-    assert {o.split("=")[0] for o in overrides} == \
-        {"eval.grader.engine.base_url", "eval.grader.engine.served_model_name"}
+    assert {o.split("=")[0] for o in overrides} == {"eval.grader.model"}
     with pytest.raises(DacliError, match="names no grader model"):
         validate(load([], "msm_paper"))
     validate(load(overrides, "msm_paper"))

@@ -14,7 +14,8 @@ from deliberate_cli.evals import RUNNERS, _resume_stamp, check_key, key as eval_
 from deliberate_cli.generate import aft, msm, prompt_pool
 from deliberate_cli.train.data import key as train_key
 
-SECTIONS = {"resources.": "resources.gpus", "run.": "run.root", "hydra.": None, "prices.": "prices"}
+SECTIONS = {"resources.": "resources.gpus", "run.": "run.root", "hydra.": None, "prices.": "prices",
+            "throughput.": "throughput.train_mfu"}
 
 
 def _runtime_keys():

@@ -118,7 +118,7 @@ def _mix(m, alignment: int) -> Tuple[List[Dict], Dict[str, str]]:
 
     if not m.source:
         return [], {}
-    name, raw = read_rows(m.source, m.hf_split)
+    name, raw = read_rows(m.source, m.hf_split, m.revision)
     convs = []
     for i, row in enumerate(raw):
         turns = row.get(m.messages_column)
@@ -137,7 +137,8 @@ def _mix(m, alignment: int) -> Tuple[List[Dict], Dict[str, str]]:
                          f"an assistant turn")
     picked = random.Random(m.seed).sample(convs, want)
     digest = hashlib.sha256(json.dumps([[c["prompt"], c["completion"]] for c in picked]).encode()).hexdigest()[:16]
-    return picked, {"mix_source": name, "mix_records": str(want), "mix_sha256": digest}
+    return picked, {"mix_source": name, "mix_records": str(want), "mix_sha256": digest,
+                    **({"mix_revision": m.revision} if m.revision else {})}
 
 
 def midtrain_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
