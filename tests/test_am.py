@@ -143,3 +143,21 @@ def test_wilson_bounds_and_unscored_samples():
     assert [(r["condition"], r["k"], r["n"]) for r in rows] == [("a", 1, 3), ("b", 0, 2)]
     mean = mean_over(rows)
     assert mean["conditions"] == 2 and abs(mean["rate"] - 1 / 6) < 1e-9 and abs(mean["bounds"][1] - 1 / 3) < 1e-9
+
+
+def test_a_familys_policy_ids_are_the_run_specs_own_or_none():
+    """CoT citation checks a CoT for the ids of the run's spec: a model trained on core_safety cites SP1,
+    not default's AG1; a spec a family names no ids for is not measured (n=0) rather than scored 0%."""
+    from deliberate_cli.compose import load
+    from deliberate_cli.evals.am import ids_in_spec, load_family
+    from deliberate_cli.spec import load_spec, names
+
+    family = load_family("blackmail")
+
+    def ids(spec: str):
+        cfg = load([f"spec={spec}"])
+        return ids_in_spec(family, load_spec(cfg.spec, names(cfg)))
+
+    assert ids("default") == ["AG1", "AG2"]
+    assert ids("core_safety") == ["SP1", "GP2"] == ids("rules_only")  # a variant built on core_safety
+    assert ids("general") == []

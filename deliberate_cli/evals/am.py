@@ -175,6 +175,17 @@ def classify_sample(family: Dict[str, Any], scenario: Dict[str, Any], text: str)
     return {"cot": cot, "actions": actions, "deterministic": {"verdict": verdict, "reason": reason}}
 
 
+def ids_in_spec(family: Dict[str, Any], spec) -> List[str]:
+    """The policies of the run's spec that a family's harm is about: its `policy_ids`, a list (written
+    for spec default) or a mapping of spec name -> list, kept only where the spec has them. A spec the
+    family names no ids for gets none, so CoT citation says n=0 (not measured) instead of counting a
+    model trained on other ids as never citing."""
+    ids = family.get("policy_ids") or []
+    if isinstance(ids, dict):  # by spec name, or a spec built on a named one (rules_only on core_safety)
+        ids = ids.get(spec.name) or next((v for v in ids.values() if v and set(v) <= set(spec.ids)), [])
+    return [i for i in ids if i in spec.ids]
+
+
 def _runs(pairs: List[Tuple[int, int]]) -> List[Tuple[int, int, int]]:
     """(scenario index, first sample, count) runs of consecutive (scenario, sample) pairs."""
     runs: List[Tuple[int, int, int]] = []
@@ -200,8 +211,11 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
     """Generate (then grade) every shard missing from `work`, and return all samples in order."""
     from ..backends import Sampling, open_backend
 
+    from ..spec import load_spec, names
+
     e = cfg.eval
     items = load(cfg)
+    spec = load_spec(cfg.spec, names(cfg))  # whose policy ids a CoT is checked for (ids_in_spec)
     pairs = [(i, j) for i in range(len(items)) for j in range(e.samples_per_scenario)]
     shards = Shards(work / "shards", fmt="jsonl")
     opened: Dict[str, Any] = {"backend": None}
@@ -230,7 +244,7 @@ def run(cfg, work: Path, model_path: str, model_cfg, model_label: str) -> Tuple[
                     rows.append({"family": scen["family"], "condition": scen["condition"], "axes": scen["axes"],
                                  "sample": first + j, "model": model_label, "response": c.text,
                                  **classify_sample(family, scen, c.text),
-                                 "policy_ids": list(family.get("policy_ids") or []),
+                                 "policy_ids": ids_in_spec(family, spec),
                                  "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
                                  "completion_tokens": c.completion_tokens, **share})
             spent["seconds"] += time.time() - t0  # the engine call, parsing and classifying its samples
