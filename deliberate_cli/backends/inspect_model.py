@@ -138,6 +138,9 @@ def _first_line(e) -> str:
 def _gave_up_or_refused(name: str, budget: float, e: Exception) -> DacliError:
     """What Inspect raises after its retries: a retryable failure (rate limits, 5xx, timeouts, dropped
     connections) outlasting the budget, or a request the provider refuses outright (400, a bad key)."""
+    attempt = getattr(e, "last_attempt", None)  # tenacity's RetryError: say what the last attempt met
+    if attempt is not None and attempt.exception() is not None:
+        e = attempt.exception()
     kind = type(e).__name__
     retryable = any(w in kind for w in ("RateLimit", "InternalServer", "Timeout", "Connection", "Overloaded",
                                          "ServiceUnavailable", "RetryError"))

@@ -310,8 +310,8 @@ def grade_shards(cfg, shards: Shards, index: Dict[str, Tuple[Dict, Dict]], sampl
             shards.transform("gen", "graded", grade, keep_source=True)
     except GaveUp as e:
         done = sum(len(shards.load(f["graded"])) for f in shards.ranges("graded").values())
-        raise GaveUp(f"{e} — {done} of {samples} samples graded and kept (and every answer since); "
-                     "the same command goes on from there") from None
+        raise GaveUp(f"{e} — {done} of {samples} samples graded; every grader answer so far is kept, and the "
+                     "same command goes on from there") from None
     finally:
         if opened["backend"] is not None:
             opened["backend"].close()
