@@ -92,7 +92,7 @@ def rates_table(results: Dict[str, Dict[str, Any]]) -> None:
     is bold, the other figure beside it; a condition's cell says how many of its samples were cut off."""
     import json
 
-    from .evals.scoring import headline_of
+    from .evals.scoring import headline_of, mean_over
 
     scores = {}
     for stage, res in results.items():
@@ -131,9 +131,10 @@ def rates_table(results: Dict[str, Dict[str, Any]]) -> None:
     for group, key, name in keys:
         table.add_row(name if group == "conditions" else f"[italic]{name} (family)[/]",
                       *cells(lambda sc: next((r for r in sc.get(group, []) if r[key] == name), None)))
-    def mean_of(sc):
+    def mean_of(sc):  # an eval scored before the mean had an interval gets it from its rows
         m = sc.get("mean_over_conditions") or {}
-        return m if m.get("conditions") and "ci_low" in m else None
+        m = m if "ci_low" in m else mean_over(sc.get("conditions") or [])
+        return m if m.get("conditions") else None
 
     pooled = ("overall, pooled k/n", lambda sc: sc["overall"], _cell)
     mean = (f"mean over {(first.get('mean_over_conditions') or {}).get('conditions', 0)} conditions", mean_of, _interval)
