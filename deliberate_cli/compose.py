@@ -214,6 +214,16 @@ def _pool_for_sweep(overrides: List[str], recipe: Optional[str]) -> List[str]:
     return [f"data.generated.pool={max(counts)}"] if len(counts) > 1 else []
 
 
+def _check_launcher(overrides: List[str], recipe: Optional[str]) -> None:
+    """hydra/launcher=ray without Ray installed: one line before the sweep starts, not Hydra's report."""
+    launcher = load(_single_runs(overrides)[0], recipe, with_hydra=True).hydra.launcher
+    if str(launcher.get("_target_", "")).startswith("hydra_plugins.dacli_ray_launcher."):
+        from hydra_plugins.dacli_ray_launcher._core import INSTALL, missing_ray
+
+        if missing_ray():
+            raise DacliError(f"hydra/launcher=ray needs Ray, which is not installed: {INSTALL}")
+
+
 def launch(command: str, overrides: List[str], multirun: bool, task: Callable) -> None:
     """Run `task(cfg)` for one composed config, or for each point of a sweep with `multirun`."""
     import hydra
@@ -225,6 +235,7 @@ def launch(command: str, overrides: List[str], multirun: bool, task: Callable) -
     register_schemas()
     argv = [sys.argv[0]]
     if multirun:
+        _check_launcher(overrides, recipe)
         argv.append("-m")
         overrides = overrides + _pool_for_sweep(overrides, recipe)
     if recipe:

@@ -68,11 +68,13 @@ def start(interval: float = 0.5) -> None:
 
 
 def peak() -> Optional[Dict[str, Any]]:
-    """The peaks so far (None outside a stage)."""
+    """The peaks so far (None outside a stage), and the GPUs this stage was given: its
+    CUDA_VISIBLE_DEVICES, as a launcher that assigns GPUs (hydra/launcher=ray) set it, or null."""
     if _thread is None:
         return None
     _sample()
-    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in _peak.items()}
+    return {**{k: (round(v, 3) if isinstance(v, float) else v) for k, v in _peak.items()},
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
 
 
 def _sample() -> None:

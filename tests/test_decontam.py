@@ -2,6 +2,8 @@
 above `data.decontam_threshold` before any engine starts."""
 import json
 
+import pytest
+
 from conftest import dacli, read_json, tiny_overrides
 from deliberate_cli import decontam
 from deliberate_cli.config import DataConfig
@@ -58,6 +60,7 @@ def test_generate_refuses_a_contaminated_file_in_one_line(tiny_model, tmp_path):
     assert not list((tmp_path / "runs" / "store").glob("aft-*")), "refused before any generation"
 
 
+@pytest.mark.slow  # 8 s of a generate; the check and its refusal are tested above at once
 def test_manifest_records_the_check_and_threshold_one_only_reports(tiny_model, tmp_path):
     source = _source(tmp_path, [*ORDINARY, CTO])
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "data.n_samples=4",
