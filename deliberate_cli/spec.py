@@ -147,11 +147,13 @@ def generator_system_prompt(spec: Spec, scope: Optional[List[str]] = None) -> st
         text = (f"All policies, by title:\n{titles}\n\nThe policies most relevant to this request, in full:\n{full}")
     else:
         text = spec.render()
+    # an id of this spec's own (a spec without AG1, core_safety's SP1, would teach the model a foreign id)
+    example = "AG1" if "AG1" in spec.ids or not spec.ids else spec.ids[0]
     return (
         "You are a helpful assistant that follows this specification of policies:\n\n"
         f"{text}\n\n"
         "Before answering, think inside <think> and </think>: name the ids of the policies that apply "
-        "to the request (for example AG1), say what each requires here, and decide whether to comply, "
+        f"to the request (for example {example}), say what each requires here, and decide whether to comply, "
         "refuse, or help with a safe part. Then write your answer to the user."
     )
 

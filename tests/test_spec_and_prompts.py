@@ -103,3 +103,15 @@ def test_prompt_file_errors(tmp_path):
     empty.write_text("")
     with pytest.raises(DacliError, match="empty"):
         load_prompts(_data(source=str(empty)))
+
+
+def test_the_generator_is_shown_an_example_id_of_its_own_spec():
+    from deliberate_cli.compose import load
+    from deliberate_cli.spec import generator_system_prompt, load_spec, names
+
+    def prompt(spec):
+        cfg = load([f"spec={spec}"])
+        return generator_system_prompt(load_spec(cfg.spec, names(cfg)))
+
+    assert "(for example AG1)" in prompt("default")
+    assert "(for example SP1)" in prompt("core_safety") and "AG1" not in prompt("core_safety")
