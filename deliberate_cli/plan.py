@@ -166,11 +166,13 @@ def _outputs(cfg, command: str) -> List[Output]:
     size = cfg.model.params_b
     outs: List[Output] = []
     data: Dict[str, str] = {}
-    if "generate" in names or "train" in names:
+    if "generate" in names or "train" in names:  # train reads what generate wrote: named, made by generate only
+        made = []
         if "sft" in stages or "rl" in stages:
-            outs += _aft_data(cfg, data)
+            made += _aft_data(cfg, data)
         if "midtrain" in stages:
-            outs.append(_msm(cfg, data))
+            made.append(_msm(cfg, data))
+        outs += made if "generate" in names else []
     checkpoint = None
     if "train" in names:
         for stage in stages:
