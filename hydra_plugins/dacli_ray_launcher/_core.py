@@ -4,7 +4,6 @@ disjoint devices and wait for each other only when the GPUs run out. The task ru
 as any launcher's worker does; dacli's task then starts the job's stages as child processes, which
 inherit the job's CUDA_VISIBLE_DEVICES. Before the stages start, the job's run dir gets resources.json:
 the GPUs Ray gave it (`ray.get_gpu_ids()`, CUDA_VISIBLE_DEVICES), the node, and when it started."""
-import json
 import logging
 import os
 import socket
@@ -124,6 +123,7 @@ def sweep_job(hydra_context, sweep_config, task_function, singleton_state: Dict[
     import ray
 
     from deliberate_cli.compose import register_resolvers
+    from deliberate_cli.rundir import write_json
 
     register_resolvers()  # dacli's resolvers, which the job's config uses
     if os.path.isdir(driver["cwd"]):  # relative run dirs and run.store mean the same as on the driver
@@ -145,8 +145,7 @@ def sweep_job(hydra_context, sweep_config, task_function, singleton_state: Dict[
                   "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                   "num_gpus": context.get_assigned_resources().get("GPU", 0), "node": socket.gethostname(),
                   "node_id": context.get_node_id(), "pid": os.getpid(), "started": time.time()}
-        out = Path(HydraConfig.get().runtime.output_dir)
-        (out / "resources.json").write_text(json.dumps(record, indent=1) + "\n")
+        write_json(Path(HydraConfig.get().runtime.output_dir) / "resources.json", record)  # whole or absent
         return task_function(cfg)
 
     setup_globals()
