@@ -54,16 +54,19 @@ def test_overflow_is_a_reject_and_other_sources_load(tiny_model, tmp_path):
     kept = {r["prompt_id"] for r in pq.read_table(data / "aft.parquet").to_pylist()}
     assert rejects.get("huge") == "context_overflow" and kept == {"q0", "q1", "q2"}
 
-    # An HF dataset (a local dataset dir through the same datasets.load_dataset call as a hub id).
+    # An HF dataset (a local dataset dir through the same datasets.load_dataset call as a hub id), read as
+    # generate reads its prompts (the generation that follows is the same as for the file above).
     import datasets
+
+    from deliberate_cli.compose import load
+    from deliberate_cli.prompts import load_prompt_set
 
     ds_dir = tmp_path / "hf"
     datasets.Dataset.from_list(lines[:3]).to_parquet(str(ds_dir / "train.parquet"))
-    args = tiny_overrides(tiny_model, tmp_path / "runs2", "method=aft_nocot", "data.n_samples=3",
-                          f"data.source=hf:{ds_dir}", "data.columns.prompt=question")
-    dacli("generate", *args, cwd=tmp_path)
-    got = pq.read_table(tmp_path / "runs2" / "tiny-aft_nocot-n3" / "data" / "aft" / "aft.parquet").to_pylist()
-    assert {r["prompt_id"] for r in got} == {"q0", "q1", "q2"}
+    cfg = load(["data.n_samples=3", f"data.source=hf:{ds_dir}", "data.columns.prompt=question"])
+    got, _ = load_prompt_set(cfg.data)
+    assert {r["prompt_id"] for r in got} == {"q0", "q1", "q2"} and {r["prompt"] for r in got} == \
+        {f"Question number {i}?" for i in range(3)}
 
 
 def test_unreachable_endpoint_and_bad_inputs_are_one_line(tiny_model, tmp_path):

@@ -42,6 +42,7 @@ def test_stages_print_progress_and_summary_and_log_the_libraries(generated):
     assert "Tokenizing train dataset" in train_log and "{'loss'" in train_log
 
 
+@pytest.mark.slow  # 8 s of a stage; where its output goes without -v is tested above
 def test_verbose_prints_the_libraries_and_writes_no_log(generated):
     args, run, work, _ = generated
     log = run / "logs" / "train.log"
