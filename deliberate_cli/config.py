@@ -580,9 +580,60 @@ def register_schemas() -> None:
     ConfigStore.instance().store(name="schema_config", node=Config)
 
 
+# The valid range of every numeric setting: (lowest, highest, whether the lowest itself is allowed);
+# None leaves that side open. validate() checks each before anything starts, in one line naming the key.
+_AT_LEAST_1 = (1, None, True)
+_POSITIVE = (0, None, False)
+_NON_NEGATIVE = (0, None, True)
+_SHARE = (0, 1, True)
+RANGES = {
+    **{f"train.{k}": _POSITIVE for k in ("learning_rate", "midtrain_learning_rate", "epochs", "midtrain_epochs")},
+    **{f"train.{k}": _AT_LEAST_1 for k in ("batch_size", "grad_accum", "logging_steps", "save_steps", "num_processes",
+                                          "max_length", "lora.r")},
+    "train.warmup_ratio": (0, 1, True), "train.weight_decay": _NON_NEGATIVE, "train.lora.alpha": _POSITIVE,
+    "train.lora.dropout": (0, 1, True),
+    "model.max_model_len": _AT_LEAST_1, "data.n_samples": _AT_LEAST_1, "data.decontam_threshold": _SHARE,
+    "data.generated.max_tokens": _AT_LEAST_1, "data.generated.max_requests": _AT_LEAST_1,
+    "data.generated.pool": _NON_NEGATIVE, "data.generated.temperature": _NON_NEGATIVE,
+    "data.generated.dedup_threshold": _SHARE,
+    **{f"generator.{k}": _AT_LEAST_1 for k in ("cot_max_tokens", "response_max_tokens", "shard_size")},
+    "generator.top_p": (0, 1, False),
+    "judge.max_tokens": _AT_LEAST_1, "judge.threshold": (0, 10, True),
+    **{f"msm.{k}": _AT_LEAST_1 for k in ("tokens", "max_tokens", "list_max_tokens")},
+    "msm.temperature": _NON_NEGATIVE, "msm.dedup_threshold": _SHARE, "msm.idea_dedup_threshold": _SHARE,
+    **{f"eval.{k}": _AT_LEAST_1 for k in ("max_tokens", "shard_size", "grader.max_tokens", "grader.max_model_len",
+                                         "grader.attempts", "monitor.max_tokens", "monitor.max_model_len")},
+    **{f"{k}.temperature": _NON_NEGATIVE for k in ("generator", "judge", "eval", "eval.grader", "eval.monitor")},
+    **{f"{e}.{k}": _AT_LEAST_1 for e in ENGINES
+       for k in ("batch_size", "tensor_parallel_size", "cpu_kvcache_gb", "concurrency")},
+    **{f"{e}.{k}": rng for e in ENGINES
+       for k, rng in (("gpu_memory_utilization", (0, 1, False)), ("max_retries", _NON_NEGATIVE),
+                      ("request_timeout", _POSITIVE), ("retry_budget", _NON_NEGATIVE), ("seed", _NON_NEGATIVE))},
+}
+
+
+def _check_ranges(cfg) -> None:
+    from omegaconf import OmegaConf
+
+    from .errors import DacliError
+
+    for key, (low, high, low_ok) in RANGES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if (low is not None and (value < low or (value == low and not low_ok))) or (high is not None and value > high):
+            if high is None:
+                valid = f"at least {low}" if low_ok else f"above {low}"
+            else:
+                valid = f"between {low} and {high}" + ("" if low_ok else f" (not {low} itself)")
+            raise DacliError(f"{key} must be {valid}, got {value}")
+
+
 def validate(cfg) -> None:
     """Settings that compose but cannot give a meaningful run: one line each, before any stage starts."""
     from .errors import DacliError
+
+    _check_ranges(cfg)
 
     if cfg.data.select not in ("first", "diverse"):
         raise DacliError(f"data.select must be first or diverse, got '{cfg.data.select}'")

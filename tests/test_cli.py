@@ -50,6 +50,7 @@ def test_settings_that_compose_but_cannot_run_fail_before_any_stage(tmp_path):
         (("run", "-m", "eval.samples_per_scenario=2,0"), "eval.samples_per_scenario must be at least 1, got 0"),
         (("generate", "generator.cot_budget=maybe"), "generator.cot_budget must be reject or force"),
         (("config", "eval.temperature=0", "eval.samples_per_scenario=2"), "decodes greedily"),
+        (("config", "train.learning_rate=-1"), "train.learning_rate must be above 0, got -1.0"),
         (("train", "train.report_to=[tensorboard,wandbb]"), "unknown tracker 'wandbb'; valid: none, tensorboard, wandb")]:
         proc = dacli(*args, cwd=tmp_path, check=False)
         assert proc.returncode == 2, args
@@ -96,3 +97,27 @@ def test_sweep_launchers_compose_from_conf():
     assert slurm.hydra.launcher._target_.endswith("SlurmLauncher")
     assert (slurm.hydra.launcher.partition, slurm.hydra.launcher.gpus_per_node) == ("gpu", 1)
     assert local.hydra.launcher._target_.endswith("JoblibLauncher") and local.hydra.launcher.n_jobs == 2
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.learning_rate=-1", "train.learning_rate must be above 0, got -1.0"),
+    ("eval.max_tokens=0", "eval.max_tokens must be at least 1, got 0"),
+    ("generator.shard_size=0", "generator.shard_size must be at least 1, got 0"),
+    ("data.n_samples=-5", "data.n_samples must be at least 1, got -5"),
+    # not "eval.temperature=0 decodes greedily" (the greedy check's message) for a temperature below 0
+    ("eval.temperature=-1", "eval.temperature must be at least 0, got -1.0"),
+    ("generator.top_p=0", "generator.top_p must be between 0 and 1 (not 0 itself), got 0.0"),
+    ("train.lora.dropout=1.5", "train.lora.dropout must be between 0 and 1, got 1.5"),
+    ("eval.grader.engine.concurrency=0", "eval.grader.engine.concurrency must be at least 1, got 0"),
+    ("train.warmup_ratio=2", "train.warmup_ratio must be between 0 and 1, got 2.0"),
+])
+def test_a_number_out_of_its_range_is_one_line_naming_key_value_and_range(override, message):
+    """Checked in-process as `dacli config` checks it (compose, then validate); the CLI's one line and
+    exit code for the same check are tested above."""
+    from deliberate_cli.compose import load
+    from deliberate_cli.config import validate
+    from deliberate_cli.errors import DacliError
+
+    with pytest.raises(DacliError) as raised:
+        validate(load([override, "eval.samples_per_scenario=4"]))
+    assert str(raised.value) == message
