@@ -215,9 +215,17 @@ def _pool_for_sweep(overrides: List[str], recipe: Optional[str]) -> List[str]:
 
 
 def _check_launcher(overrides: List[str], recipe: Optional[str]) -> None:
-    """hydra/launcher=ray without Ray installed: one line before the sweep starts, not Hydra's report."""
+    """A launcher that cannot run here (SLURM without sbatch, Ray not installed): one line before the
+    sweep starts, not Hydra's or submitit's traceback."""
+    import shutil
+
     launcher = load(_single_runs(overrides)[0], recipe, with_hydra=True).hydra.launcher
-    if str(launcher.get("_target_", "")).startswith("hydra_plugins.dacli_ray_launcher."):
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
+        raise DacliError("hydra/launcher=slurm needs SLURM, and this machine has no `sbatch`: run on a SLURM "
+                         "login node, or leave hydra/launcher out (one job after another) or use "
+                         "hydra/launcher=local_parallel or hydra/launcher=ray here")
+    if target.startswith("hydra_plugins.dacli_ray_launcher."):
         from hydra_plugins.dacli_ray_launcher._core import INSTALL, missing_ray
 
         if missing_ray():

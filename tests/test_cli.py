@@ -51,6 +51,8 @@ def test_settings_that_compose_but_cannot_run_fail_before_any_stage(tmp_path):
         (("generate", "generator.cot_budget=maybe"), "generator.cot_budget must be reject or force"),
         (("config", "eval.temperature=0", "eval.samples_per_scenario=2"), "decodes greedily"),
         (("config", "train.learning_rate=-1"), "train.learning_rate must be above 0, got -1.0"),
+        # this machine has no SLURM: one line, not submitit's traceback
+        (("generate", "-m", "hydra/launcher=slurm", "data.n_samples=4"), "hydra/launcher=slurm needs SLURM"),
         (("train", "train.report_to=[tensorboard,wandbb]"), "unknown tracker 'wandbb'; valid: none, tensorboard, wandb")]:
         proc = dacli(*args, cwd=tmp_path, check=False)
         assert proc.returncode == 2, args
