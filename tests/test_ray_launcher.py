@@ -41,6 +41,7 @@ def _sweep(tmp_path, overrides, prelude=""):
                           timeout=180, check=False)
 
 
+@pytest.mark.slow  # 10 s of a Ray instance; without Ray the launcher's one line is tested below
 def test_two_2_gpu_jobs_run_at_once_on_disjoint_gpus_of_a_4_gpu_node(tmp_path):
     pytest.importorskip("ray", reason="Ray is an optional extra: pip install -c constraints/cpu.txt -e '.[ray]'")
     t0 = time.time()

@@ -256,6 +256,8 @@ def test_gpu_smoke_is_one_gpu_every_method_with_lora_and_no_grader(composed):
         assert cfg.eval.name == "am" and not cfg.eval.grader.enabled and cfg.eval.samples_per_scenario <= 4
 
 
+@pytest.mark.slow  # 6-10 s of composing 70 jobs; the plan's counts are checked against a real sweep in
+# test_pipeline.py's sweep test
 def test_the_msm_paper_plan_counts_the_papers_trainings_and_eval_samples(tmp_path):
     """70 jobs share their data, the midtrained checkpoints, the msm jobs' eval and the baselines: per
     model one midtraining and 28 AFT trainings, 28 AFT evals, one of msm alone and the baseline, each of
