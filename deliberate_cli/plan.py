@@ -166,19 +166,18 @@ def _outputs(cfg, command: str) -> List[Output]:
     size = cfg.model.params_b
     outs: List[Output] = []
     data: Dict[str, str] = {}
-    if "generate" in names or "train" in names:  # train reads what generate wrote: named, made by generate only
-        made = []
-        if "sft" in stages or "rl" in stages:
-            made += _aft_data(cfg, data)
-        if "midtrain" in stages:
-            made.append(_msm(cfg, data))
-        outs += made if "generate" in names else []
-    checkpoint = None
-    if "train" in names:
-        for stage in stages:
-            out = _training(cfg, stage, data, checkpoint)
-            outs.append(out)
-            checkpoint = out.label
+    # what train reads and where its chain ends are named for every command; counted where made
+    made = []
+    if "sft" in stages or "rl" in stages:
+        made += _aft_data(cfg, data)
+    if "midtrain" in stages:
+        made.append(_msm(cfg, data))
+    outs += made if "generate" in names else []
+    trainings, checkpoint = [], None
+    for stage in stages:
+        trainings.append(_training(cfg, stage, data, checkpoint))
+        checkpoint = trainings[-1].label
+    outs += trainings if "train" in names else []
     if "eval" in names or "baseline" in names:
         from .evals import runner_of
 
@@ -186,29 +185,14 @@ def _outputs(cfg, command: str) -> List[Output]:
         if not r.evaluates_model:
             outs.append(_eval(cfg, r, "check", "labelled set"))
         else:
-            if "eval" in names:
+            if "eval" in names:  # eval.checkpoint=auto: the run's last checkpoint
                 chosen = cfg.eval.checkpoint
-                target = checkpoint if chosen == "auto" else None
-                if chosen == "auto" and target is None:  # `dacli eval` alone: the run's last checkpoint
-                    target = _training_chain(cfg, stages, data)
-                outs.append(_eval(cfg, r, "eval", target or chosen))
+                outs.append(_eval(cfg, r, "eval", checkpoint if chosen == "auto" and checkpoint else chosen))
             if "baseline" in names and cfg.eval.baseline:
                 outs.append(_eval(cfg, r, "baseline", "base"))
     for o in outs:
         o.params_b = size
     return outs
-
-
-def _training_chain(cfg, stages: List[str], data: Dict[str, str]) -> Optional[str]:
-    if not data:
-        if "sft" in stages or "rl" in stages:
-            _aft_data(cfg, data)
-        if "midtrain" in stages:
-            _msm(cfg, data)
-    checkpoint = None
-    for stage in stages:
-        checkpoint = _training(cfg, stage, data, checkpoint).label
-    return checkpoint
 
 
 def _aft_data(cfg, data: Dict[str, str]) -> List[Output]:
@@ -342,7 +326,6 @@ def show(plan: Plan, console) -> None:
     from rich.table import Table
 
     t = totals(plan)
-    shared = {o.kind: sum(len(o.jobs) > 1 for o in plan.of(o.kind)) for o in plan.outputs.values()}
     table = Table(title=f"dacli plan: {t['jobs']} job(s)", title_justify="left")
     for col in ("stage output", "computed", "shared", "samples", "tokens generated ≤", "tokens trained on ≤"):
         table.add_column(col, justify="left" if col == "stage output" else "right")
@@ -351,7 +334,7 @@ def show(plan: Plan, console) -> None:
                         ("check", "grader checks")):
         outs = plan.of(kind)
         if outs:
-            table.add_row(title, f"{len(outs):,}", f"{shared.get(kind, 0):,}", f"{sum(o.samples for o in outs):,}",
+            table.add_row(title, f"{len(outs):,}", f"{sum(len(o.jobs) > 1 for o in outs):,}", f"{sum(o.samples for o in outs):,}",
                           f"{sum(o.decode for o in outs):,}", f"{sum(o.trained for o in outs):,}")
     console.print(table)
     console.print(f"{t['trainings']:,} trainings, {t['evals']:,} evals of {t['eval_samples']:,} samples")

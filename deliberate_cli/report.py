@@ -58,20 +58,19 @@ def collect(root: Path, prices: Optional[Dict[str, Dict[str, float]]] = None) ->
     return {"rows": rows, "missing": missing, "failed": failed, "spend": spend(root, prices)}
 
 
-def _manifests(root: Path) -> List[Path]:
-    """Every stage output the runs under `root` hold or link (checkpoints, data, evals: store entries
-    shared by several runs once), and every entry those were made from (their manifests' inputs)."""
+def _manifests(root: Path) -> List[Dict[str, Any]]:
+    """The manifest of every stage output the runs under `root` hold or link (checkpoints, data, evals:
+    store entries shared by several runs once), and of every entry those were made from (their inputs)."""
     todo = [m.parent for run in _runs(root) for m in run.glob("*/*/manifest.json")]
-    seen: Dict[str, Path] = {}
+    seen: Dict[str, Dict[str, Any]] = {}
     while todo:
-        d = todo.pop()
-        real = str(Path(d).resolve())
-        if real in seen or not (Path(d) / "manifest.json").is_file():
+        real = str(Path(todo.pop()).resolve())
+        m = None if real in seen else rundir.read_manifest(Path(real))
+        if m is None:
             continue
-        seen[real] = Path(real)
-        m = rundir.read_manifest(Path(real)) or {}
+        seen[real] = m
         todo += [Path(i["path"]) for i in (m.get("inputs") or {}).values() if isinstance(i, dict) and i.get("path")]
-    return sorted(seen.values())
+    return [seen[k] for k in sorted(seen)]
 
 
 def spend(root: Path, prices: Optional[Dict[str, Dict[str, float]]] = None) -> Dict[str, Any]:
@@ -81,8 +80,8 @@ def spend(root: Path, prices: Optional[Dict[str, Dict[str, float]]] = None) -> D
     import yaml
 
     totals: Dict[Tuple[str, str], Dict[str, Any]] = {}
-    for d in _manifests(root):
-        for row in (rundir.read_manifest(d) or {}).get("models") or []:
+    for m in _manifests(root):
+        for row in m.get("models") or []:
             t = totals.setdefault((row["role"], row["model"]), {"role": row["role"], "model": row["model"],
                                                                "requests": 0, "input_tokens": 0, "output_tokens": 0})
             for field in ("requests", "input_tokens", "output_tokens"):
