@@ -109,13 +109,18 @@ class DataConfig:
     columns: Dict[str, str] = field(default_factory=lambda: {
         "prompt": "prompt", "id": "id", "category": "category", "expected_behavior": "expected_behavior",
         "policy_ids": "policy_ids"})
+    # Training examples (the MSM paper's axis, 1,250 -> 80,000): generation takes prompts in the set's
+    # order until the judge has kept this many (best-of-k keeps at most one per prompt), and sft trains
+    # on exactly these.
     n_samples: int = 200
     seed: int = 0
-    # Training examples to keep of those the first n_samples prompts yielded (None: all that passed):
-    # `first` in prompt order, or `diverse` (STAR-1: drop the sample whose category and source are most
-    # frequent until `examples` remain).
-    examples: Optional[int] = None
+    # The most prompts generation may use to keep n_samples examples (None: the whole set). A judge that
+    # keeps too few stops at this bound, with one line saying how many it kept and why.
+    max_prompts: Optional[int] = None
+    # Which kept examples train: `first` in prompt order, or `diverse` (STAR-1: keep `candidates`
+    # examples, then drop one of the most frequent category and source until n_samples remain).
     select: str = "first"
+    candidates: Optional[int] = None
     mix: MixConfig = field(default_factory=MixConfig)
     generated: GeneratedPromptsConfig = field(default_factory=GeneratedPromptsConfig)
     # Refuse to generate when a prompt's overlap with an eval's text is above this (decontam.py); >= 1.0: report only.
@@ -177,6 +182,12 @@ class GeneratorConfig(EngineConfig):
     # A CoT that reaches cot_max_tokens: "reject" it, or "force" the end of thinking there and have the
     # model answer (budget forcing, as in s1); forced records keep cot_finish="length".
     cot_budget: str = "reject"
+    # How the CoT and the answer are asked for: "two" calls (the CoT, then the answer continuing after
+    # </think>, so the split never depends on the model closing its tag), or "one" call whose CoT is the
+    # server's reasoning field or the <think> block the system prompt asks for. "auto": one call when the
+    # trained model thinks natively (model.thinking_format=reasoning_content) or the generator is a model
+    # Inspect names (generator.model: hosted APIs take no assistant prefix to continue), else two.
+    cot_calls: str = "auto"
     response_max_tokens: int = 512
     samples_per_prompt: int = 1
     # What of the spec the generator sees: "full", or "category" (deliberative alignment's spec(category):
@@ -514,7 +525,8 @@ RUNTIME_KEYS = (
 # Settings added after results were stored, each with the value that behaves as dacli did before it:
 # at that value a setting is left out of every key, so that what a store holds from before is found.
 ADDED_LATER = {**{f"{engine}.model": None for engine in ENGINES}, "eval.grader.model": None,
-               "eval.monitor.model": None, "eval.truncated": "score", "data.mix.revision": None}
+               "eval.monitor.model": None, "eval.truncated": "score", "data.mix.revision": None,
+               "generator.cot_calls": "auto"}
 
 
 def is_runtime(key: str) -> bool:
@@ -592,7 +604,8 @@ RANGES = {
                                           "max_length", "lora.r")},
     "train.warmup_ratio": (0, 1, True), "train.weight_decay": _NON_NEGATIVE, "train.lora.alpha": _POSITIVE,
     "train.lora.dropout": (0, 1, True),
-    "model.max_model_len": _AT_LEAST_1, "data.n_samples": _AT_LEAST_1, "data.decontam_threshold": _SHARE,
+    "model.max_model_len": _AT_LEAST_1, "data.n_samples": _AT_LEAST_1, "data.max_prompts": _AT_LEAST_1,
+    "data.candidates": _AT_LEAST_1, "data.decontam_threshold": _SHARE,
     "data.generated.max_tokens": _AT_LEAST_1, "data.generated.max_requests": _AT_LEAST_1,
     "data.generated.pool": _NON_NEGATIVE, "data.generated.temperature": _NON_NEGATIVE,
     "data.generated.dedup_threshold": _SHARE,
@@ -635,10 +648,16 @@ def validate(cfg) -> None:
 
     _check_ranges(cfg)
 
+    if cfg.generator.cot_calls not in ("auto", "one", "two"):
+        raise DacliError(f"generator.cot_calls must be auto, one or two, got '{cfg.generator.cot_calls}'")
+    if cfg.generator.cot_calls == "two" and cfg.generator.model:
+        raise DacliError(f"generator.cot_calls=two continues an assistant prefix, which generator.model="
+                         f"{cfg.generator.model} (a model Inspect names) cannot; use cot_calls=one or auto")
     if cfg.data.select not in ("first", "diverse"):
         raise DacliError(f"data.select must be first or diverse, got '{cfg.data.select}'")
-    if cfg.data.examples is not None and cfg.data.examples < 1:
-        raise DacliError(f"data.examples must be at least 1 (or null for all), got {cfg.data.examples}")
+    if cfg.data.select == "diverse" and (cfg.data.candidates or 0) <= cfg.data.n_samples:
+        raise DacliError(f"data.select=diverse chooses data.n_samples={cfg.data.n_samples} examples among "
+                         f"data.candidates; set data.candidates above it (got {cfg.data.candidates})")
     if cfg.generator.spec_scope not in ("full", "category"):
         raise DacliError(f"generator.spec_scope must be full or category, got '{cfg.generator.spec_scope}'")
     if cfg.generator.cot_budget not in ("reject", "force"):

@@ -9,7 +9,8 @@ Recipe:
 3. tokens per output, as upper bounds where only a max_tokens setting says how long an answer is, and
    measured on the rendered texts where they exist (the spec, the eval's prompts; 4 characters a token);
 4. GPU-hours from the figures in `throughput` (conf/throughput/, shown with the plan: stated
-   assumptions until a GPU measures them), and the graders' cost from `prices`.
+   assumptions until a GPU measures them), and the cost of the hosted models' requests (the grader; a
+   hosted generator or judge, which then takes no GPU time) from `prices`.
 """
 import itertools
 import json
@@ -20,6 +21,9 @@ from . import rundir
 from .errors import DacliError
 
 CHARS_PER_TOKEN = 4  # for texts nobody tokenized yet: a rough, stated average
+# The share of prompts whose best-of-k sample a judge keeps, until an AFT entry of the run's settings
+# has measured it: a stated guess (the MSM paper does not report its rate).
+ASSUMED_KEEP_RATE = 0.5
 
 
 def tokens_of(text: str) -> int:
@@ -33,14 +37,20 @@ class Output:
     kind: str  # prompts | aft | msm | train | eval | baseline | check
     label: str
     jobs: List[str] = field(default_factory=list)
-    # what making it costs: generated (decoded) and read (prefilled) tokens on the job's model, tokens
-    # trained on, samples and grader requests with their tokens
+    # what making it costs: generated (decoded) and read (prefilled) tokens on the job's GPUs, tokens
+    # trained on, samples, and the requests to hosted models (the grader; a hosted generator or judge)
+    # with their tokens: {model: {"requests", "input_tokens", "output_tokens"}}
     decode: int = 0
     prefill: int = 0
     trained: int = 0
     samples: int = 0
-    grader: Dict[str, Any] = field(default_factory=dict)
+    hosted: Dict[str, Dict[str, int]] = field(default_factory=dict)
     params_b: Optional[float] = None
+    # AFT data: the prompts it takes to keep its examples, at a keep rate measured or assumed (`rate_from`)
+    prompts: int = 0
+    examples: int = 0
+    keep_rate: float = 1.0
+    rate_from: str = ""
 
 
 @dataclass
@@ -107,8 +117,11 @@ def make(command: str, overrides: List[str], multirun: bool,
             for out in _outputs(cfg, command):
                 have = outputs.setdefault(out.kind + ":" + out.label, out)
                 if have is not out:  # shared: the largest need of any job (an extendable entry grows to it)
-                    for attr in ("decode", "prefill", "trained", "samples"):
+                    for attr in ("decode", "prefill", "trained", "samples", "prompts", "examples"):
                         setattr(have, attr, max(getattr(have, attr), getattr(out, attr)))
+                    for model, need in out.hosted.items():
+                        h = have.hosted.setdefault(model, dict(need))
+                        h.update({f: max(h[f], v) for f, v in need.items()})
                 have.jobs.append(name)
         except DacliError as e:  # it would stop there; the plan says so and counts the others
             failing[name] = str(e)
@@ -200,28 +213,60 @@ def _aft_data(cfg, data: Dict[str, str]) -> List[Output]:
     from .generate import aft, prompt_pool
     from .spec import load_spec, names
 
-    g, j, n = cfg.generator, cfg.judge, cfg.data.n_samples
+    g, j = cfg.generator, cfg.judge
     spec = tokens_of(load_spec(cfg.spec, names(cfg)).render())
     outs = []
     if cfg.data.source == "generated":
-        gen = cfg.data.generated
-        pool = max(n, gen.pool)
-        requests = -(-pool // gen.prompts_per_request)
-        prompts = Output("prompts", _id("prompts", prompt_pool.key(cfg)), decode=requests * gen.max_tokens,
-                         prefill=requests * spec)
-        outs.append(prompts)
-        prompts_id = prompts.label
+        prompts_id, gen = prompt_pool.identity(cfg), cfg.data.generated
         prompt_tokens = gen.max_tokens // gen.prompts_per_request
     else:
         prompts_id, prompt_tokens = _given_prompts(cfg)
+    key = aft.key(cfg, prompts_id)
+    rate, rate_from = _keep_rate(cfg, key)
+    examples = aft.wanted(cfg)
+    n = examples if cfg.data.given_responses else -(-examples * 1000 // max(1, round(rate * 1000)))  # prompts
+    if cfg.data.max_prompts:
+        n = min(n, cfg.data.max_prompts)
+    if cfg.data.source == "generated":  # the pool grows to the prompts the AFT data take
+        requests = -(-max(n, gen.pool) // gen.prompts_per_request)
+        pool = Output("prompts", _id("prompts", prompt_pool.key(cfg)))
+        _cost(pool, g, requests, requests * spec, requests * gen.max_tokens)
+        outs.append(pool)
     k = g.samples_per_prompt
     answer = g.cot_max_tokens + g.response_max_tokens
     judged = n * k * (j.k if j.enabled else 0)
-    out = Output("aft", _id("aft", aft.key(cfg, prompts_id)),
-                 decode=n * k * answer + judged * j.max_tokens,
-                 prefill=n * (spec + prompt_tokens) + judged * (spec + prompt_tokens + answer))
+    out = Output("aft", _id("aft", key), prompts=n, examples=examples, keep_rate=rate, rate_from=rate_from)
+    _cost(out, g, n * k, n * (spec + prompt_tokens), n * k * answer)
+    # the judge runs on the generator's engine unless it names its own model or backend (generate/engines.py)
+    _cost(out, j if j.model or j.model_path or j.backend != g.backend else g, judged, judged * (spec + prompt_tokens + answer), judged * j.max_tokens)
     data["aft"], data["aft_example_tokens"] = out.label, prompt_tokens + answer
     return outs + [out]
+
+
+def _cost(out: Output, engine, requests: int, read: int, written: int) -> None:
+    """Add a model's work to an output: tokens on the job's GPUs, or requests to a hosted model (an
+    engine with a model Inspect names), which cost money rather than GPU-hours."""
+    if engine.model:
+        h = out.hosted.setdefault(engine.model, {"requests": 0, "input_tokens": 0, "output_tokens": 0})
+        h["requests"], h["input_tokens"], h["output_tokens"] = (h["requests"] + requests, h["input_tokens"] + read,
+                                                                h["output_tokens"] + written)
+    else:
+        out.decode, out.prefill = out.decode + written, out.prefill + read
+
+
+def _keep_rate(cfg, key: Dict[str, Any]) -> Tuple[float, str]:
+    """(kept examples per prompt, where that figure comes from): measured by the AFT data of these settings
+    when the store holds some, else 1 without a model judge (the checks alone reject little) or given
+    answers, else ASSUMED_KEEP_RATE."""
+    if cfg.data.given_responses:
+        return 1.0, "given answers"
+    m = rundir.read_manifest(rundir.store_path(cfg, "aft", key))
+    c = (m or {}).get("counts", {})
+    if c.get("prompts") and c.get("kept"):
+        return c["kept"] / c["prompts"], f"measured on {c['prompts']:,} prompts in the store"
+    if not cfg.judge.enabled:
+        return 1.0, "assumed: no model judge"
+    return ASSUMED_KEEP_RATE, "assumed until an AFT run of these settings measures it"
 
 
 def _given_prompts(cfg) -> Tuple[str, int]:
@@ -238,7 +283,8 @@ def _given_prompts(cfg) -> Tuple[str, int]:
 def _msm(cfg, data: Dict[str, str]) -> Output:
     from .generate import msm
 
-    out = Output("msm", _id("msm", msm.key(cfg)), decode=int(cfg.msm.tokens), prefill=int(cfg.msm.tokens))
+    out = Output("msm", _id("msm", msm.key(cfg)))
+    _cost(out, cfg.generator, -(-int(cfg.msm.tokens) // max(1, cfg.msm.max_tokens)), int(cfg.msm.tokens), int(cfg.msm.tokens))
     data["msm"], data["msm_tokens"] = out.label, int(cfg.msm.tokens)
     return out
 
@@ -251,8 +297,7 @@ def _training(cfg, stage: str, data: Dict[str, str], init: Optional[str]) -> Out
     if stage == "midtrain":
         trains_on, tokens = data.get("msm"), data.get("msm_tokens", 0) * t.midtrain_epochs
     else:
-        examples = cfg.data.examples or cfg.data.n_samples
-        trains_on, tokens = data.get("aft"), examples * data.get("aft_example_tokens", 0) * t.epochs
+        trains_on, tokens = data.get("aft"), cfg.data.n_samples * data.get("aft_example_tokens", 0) * t.epochs
     label = _id(stage, {"config": key(cfg, stage), "data": trains_on, "init": init})
     return Output("train", label, trained=int(tokens))
 
@@ -274,8 +319,8 @@ def _eval(cfg, r, kind: str, checkpoint: str) -> Output:
     if e.grader.enabled and r.section in ("am", None):  # AM and the check grade every sample
         from .evals.grader import grader_name
 
-        out.grader = {"model": grader_name(cfg), "requests": samples,
-                      "input_tokens": samples * (prompt + e.max_tokens), "output_tokens": samples * e.grader.max_tokens}
+        out.hosted = {grader_name(cfg): {"requests": samples, "input_tokens": samples * (prompt + e.max_tokens),
+                                         "output_tokens": samples * e.grader.max_tokens}}
     return out
 
 
@@ -302,23 +347,24 @@ def gpu_hours(plan: Plan) -> Dict[str, Optional[float]]:
 def totals(plan: Plan) -> Dict[str, Any]:
     """The figures `dacli plan` prints (and its test reads)."""
     evals = plan.of("eval") + plan.of("baseline")
-    graders: Dict[str, Dict[str, int]] = {}
-    for o in evals + plan.of("check"):
-        if o.grader:
-            g = graders.setdefault(o.grader["model"], {"requests": 0, "input_tokens": 0, "output_tokens": 0})
+    hosted: Dict[str, Dict[str, int]] = {}
+    for o in plan.outputs.values():
+        for model, need in o.hosted.items():
+            g = hosted.setdefault(model, {"requests": 0, "input_tokens": 0, "output_tokens": 0})
             for f in g:
-                g[f] += o.grader[f]
-    cost = None
+                g[f] += need[f]
+    cost, unpriced = None, sorted(m for m in hosted if m not in plan.prices)
     if plan.prices:
         cost = sum((g["input_tokens"] * plan.prices.get(m, {}).get("input", 0.0)
-                    + g["output_tokens"] * plan.prices.get(m, {}).get("output", 0.0)) / 1e6 for m, g in graders.items())
+                    + g["output_tokens"] * plan.prices.get(m, {}).get("output", 0.0)) / 1e6 for m, g in hosted.items())
     trainings = plan.of("train")
     return {"jobs": len(plan.jobs), "failing": len(plan.failing), "trainings": len(trainings),
             "evals": len(evals), "eval_samples": sum(o.samples for o in evals),
-            "grader": graders, "grader_cost": cost,
+            "hosted": hosted, "hosted_cost": cost, "unpriced": unpriced,
             "generated_tokens": sum(o.decode for o in plan.outputs.values()),
             "trained_tokens": sum(o.trained for o in trainings),
             "datasets": {k: len(plan.of(k)) for k in ("prompts", "aft", "msm")},
+            "aft_prompts": sum(o.prompts for o in plan.of("aft")),
             "gpu_hours": gpu_hours(plan)}
 
 
@@ -337,14 +383,19 @@ def show(plan: Plan, console) -> None:
             table.add_row(title, f"{len(outs):,}", f"{sum(len(o.jobs) > 1 for o in outs):,}", f"{sum(o.samples for o in outs):,}",
                           f"{sum(o.decode for o in outs):,}", f"{sum(o.trained for o in outs):,}")
     console.print(table)
+    for o in plan.of("aft"):
+        console.print(f"AFT data {o.label}: {o.examples:,} kept examples from about {o.prompts:,} prompts at a keep "
+                      f"rate of {o.keep_rate:.0%} ({o.rate_from})", highlight=False)
     console.print(f"{t['trainings']:,} trainings, {t['evals']:,} evals of {t['eval_samples']:,} samples")
-    for model, g in t["grader"].items():
-        console.print(f"grader {model}: {g['requests']:,} requests, about {g['input_tokens']:,} input and at most "
+    for model, g in t["hosted"].items():
+        console.print(f"hosted model {model}: {g['requests']:,} requests, about {g['input_tokens']:,} input and at most "
                       f"{g['output_tokens']:,} output tokens")
-    if t["grader_cost"] is not None:
-        console.print(f"grader cost: about ${t['grader_cost']:,.0f} at the configured prices")
-    elif t["grader"]:
-        console.print("grader cost: no prices configured (`prices`, US dollars per million tokens by model)")
+    if t["hosted_cost"] is not None:
+        console.print(f"hosted models' cost: about ${t['hosted_cost']:,.0f} at the configured prices"
+                      + (f"; no price for {', '.join(t['unpriced'])} (not counted)" if t["unpriced"] else ""),
+                      highlight=False)
+    elif t["hosted"]:
+        console.print("hosted models' cost: no prices configured (`prices`, US dollars per million tokens by model)")
     h, tp = t["gpu_hours"], plan.throughput
     parts = [f"{kind} {'?' if v is None else f'{v:,.1f}'}" for kind, v in h.items()]
     if parts:

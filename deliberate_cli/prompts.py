@@ -73,14 +73,16 @@ def _ids(value: Any) -> List[str]:
 
 
 def load_prompts(data_cfg) -> List[Dict[str, Any]]:
-    return load_prompt_set(data_cfg)[0]
+    """The first data.n_samples prompts of the shuffled source."""
+    return load_prompt_set(data_cfg)[0][: data_cfg.n_samples]
 
 
 def load_prompt_set(data_cfg) -> Tuple[List[Dict[str, Any]], str]:
-    """The first `data.n_samples` prompts of the shuffled source, and a hash of the whole shuffled source.
+    """Every prompt of the shuffled source, numbered in that order (`order`), and a hash of them.
 
-    The hash does not depend on n_samples, so every count of a sweep finds the same generated dataset,
-    and a source whose content changed gets a new one.
+    Generation takes prompts from the front of this order until it has kept data.n_samples examples, so
+    a source with fewer prompts than that is refused here. The hash does not depend on n_samples, so
+    every count of a sweep finds the same generated dataset, and a source whose content changed gets a new one.
     """
     name, rows = _read(data_cfg)
     if not rows:
@@ -115,9 +117,9 @@ def load_prompt_set(data_cfg) -> Tuple[List[Dict[str, Any]], str]:
     if data_cfg.n_samples <= 0:
         raise DacliError(f"data.n_samples must be positive, got {data_cfg.n_samples}")
     if data_cfg.n_samples > len(records):
-        raise DacliError(f"data.n_samples={data_cfg.n_samples} but {name} has only {len(records)} prompts; "
-                         f"lower n_samples or pass a larger data.source")
+        raise DacliError(f"data.n_samples={data_cfg.n_samples} examples but {name} has only {len(records)} prompts "
+                         f"(each gives at most one); lower n_samples or pass a larger data.source")
     for order, rec in enumerate(records):
         rec["order"] = order
     digest = hashlib.sha256(json.dumps(records, sort_keys=True).encode()).hexdigest()[:16]
-    return records[: data_cfg.n_samples], digest
+    return records, digest

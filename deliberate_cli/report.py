@@ -1,4 +1,4 @@
-"""`dacli report <dir>`: the MSM paper's table (method × AFT samples → rate, 95% CI, n) and a plot.
+"""`dacli report <dir>`: the MSM paper's table (method × AFT examples → rate, 95% CI, n) and a plot.
 
 Reads only run configs and scores.json files, so it works on a single run, a whole sweep, or a
 sweep that is still running (runs without scores are listed as missing, failed runs with their error).
@@ -141,14 +141,15 @@ def _pooled(r: Dict[str, Any]) -> str:
 
 def _cell(r: Dict[str, Any]) -> str:
     """The headline figure with its 95% interval, the pooled k/n beside it (and its rate when the
-    headline is the mean over conditions), the examples trained on, and the bounds while ambiguous."""
+    headline is the mean over conditions), the examples trained on where they are not the column's
+    count, and the bounds while ambiguous."""
     h = _lead(r)
     if _is_mean(r):
         cell = f"{_interval(h)} {h['label']} (pooled {_pooled(r)}, {100 * r['rate']:.1f}%)"
     else:
         cell = f"{_interval(h)} ({_pooled(r)})"
-    if r.get("examples") and r["method"] != "baseline":
-        cell += f", {r['examples']} examples"
+    if r.get("examples") and r["examples"] != r["n_samples"] and r["method"] != "baseline":
+        cell += f", {r['examples']} examples"  # a run from before data.n_samples counted examples
     if r.get("ambiguous") and h.get("bounds"):  # ambiguous samples left: the rate is a lower bound
         cell += f", bounds {100 * h['bounds'][0]:.1f}–{100 * h['bounds'][1]:.1f}%"
     return cell
@@ -239,18 +240,18 @@ def _sections(rows_in: List[Dict[str, Any]], h: str) -> List[str]:
     for metric, rows in sorted(by_eval.items()):
         counts = sorted({r["n_samples"] for r in rows if r["method"] != "baseline"})
         lines += [f"{h} {metric} ({_title_of(rows)})", "",
-                  "| method | " + " | ".join(f"{c} AFT samples" for c in counts) + " |",
+                  "| method | " + " | ".join(f"{c} examples" for c in counts) + " |",
                   "|---|" + "---|" * len(counts)]
         lines += _table(rows, counts, _cell)
         lines += _monitor_lines(rows, metric, h)
         # the mean gets its own table unless every cell above already leads with it
         if any(len(r["conditions"]) > 1 for r in rows) and not all(_is_mean(r) for r in rows):
             lines += [f"{h}# {metric}: mean over conditions (the MSM paper's Fig. 4 number)", "",
-                      "| method | " + " | ".join(f"{c} AFT samples" for c in counts) + " |", "|---|" + "---|" * len(counts)]
+                      "| method | " + " | ".join(f"{c} examples" for c in counts) + " |", "|---|" + "---|" * len(counts)]
             lines += _table(rows, counts, _mean)
         families = sorted({f["family"] for r in rows for f in r["families"]})
         if len(families) > 1:
-            lines += [f"{h}# {metric} per scenario family", "", "| method | AFT samples | " + " | ".join(families) + " |",
+            lines += [f"{h}# {metric} per scenario family", "", "| method | examples | " + " | ".join(families) + " |",
                       "|---|---|" + "---|" * len(families)]
             for r in sorted(rows, key=lambda r: (r["method"] != "baseline", r["method"], r["n_samples"])):
                 got = {f["family"]: f"{100 * f['rate']:.1f}% (n={f['n']})" for f in r["families"]}
@@ -274,7 +275,7 @@ def _monitor_lines(rows: List[Dict[str, Any]], metric: str, h: str) -> List[str]
     if not rows:
         return []
     lines = [f"{h}# {metric}: CoT monitor (a model that reads only the CoT predicts a harmful action)", "",
-             "| method | AFT samples | recall [95% CI] (k/n) | precision [95% CI] (k/n) | "
+             "| method | AFT examples | recall [95% CI] (k/n) | precision [95% CI] (k/n) | "
              "spec-aware reasoning [95% CI] (k/n) | samples without CoT | monitor |", "|---|---|---|---|---|---|---|"]
     notes = []
     for r in rows:
@@ -333,7 +334,7 @@ def _value_comparison(rows: List[Dict[str, Any]]) -> List[str]:
         lines += [f"## §3 comparison: {name} (share of scored answers choosing each value, 95% Wilson interval, k/n)",
                   "", "The MSM paper's controlled-generalisation probe: every trained row had the same AFT data; "
                   "the MSM rows differ only in the spec their corpus discussed.", "",
-                  "| " + ("model | " if several else "") + "row | method | MSM spec | AFT samples | "
+                  "| " + ("model | " if several else "") + "row | method | MSM spec | AFT examples | "
                   + " | ".join(values) + " | n | unscored |",
                   "|---|" + ("---|" if several else "") + "---|---|---|" + "---|" * len(values) + "---|---|"]
         notes = []
@@ -469,7 +470,7 @@ def fig4_bars(data: Dict[str, Any], at: Optional[int] = None) -> Optional[Dict[s
     aft = [r for r in rows if r["method"] != "baseline" and not _no_aft(r)]
     counts = sorted({r["n_samples"] for r in aft})
     if at is not None and aft and at not in counts:
-        raise DacliError(f"--at {at}: no run of eval {chosen} has {at} AFT samples; counts: "
+        raise DacliError(f"--at {at}: no run of eval {chosen} has {at} AFT examples; counts: "
                          f"{', '.join(map(str, counts))}")
     panels = []
     for group in _groups(rows):
@@ -506,7 +507,7 @@ def _fig4_lines(bars: Optional[Dict[str, Any]]) -> List[str]:
     lines = [f"## Fig. 4 form: am_rate ({bars['eval']}) per method at one AFT sample count (report_fig4.png)", "",
              "Each bar is the run's headline figure with its 95% interval; a method without AFT (the baseline, msm) "
              "stands at any count. `dacli report DIR --at N` picks the count.", "",
-             "| " + ("model | " if several else "") + "method | AFT samples | headline [95% interval] | pooled k/n |",
+             "| " + ("model | " if several else "") + "method | AFT examples | headline [95% interval] | pooled k/n |",
              "|---|" + ("---|" if several else "") + "---|---|---|"]
     notes = []
     for p in bars["panels"]:
@@ -516,7 +517,7 @@ def _fig4_lines(bars: Optional[Dict[str, Any]]) -> List[str]:
             lines.append(f"| {where}{b['method']} | {'any' if b['no_aft'] else p['count']} | {_interval(b)}{label} | "
                          f"{b['k']}/{b['n']} |")
         if p["missing"]:
-            notes.append(f"- {_title(tuple(p['group']))}: no run at {p['count']} AFT samples for {', '.join(p['missing'])}")
+            notes.append(f"- {_title(tuple(p['group']))}: no run at {p['count']} AFT examples for {', '.join(p['missing'])}")
     return lines + [""] + (notes + [""] if notes else [])
 
 
@@ -551,7 +552,7 @@ def plot_fig4(bars: Optional[Dict[str, Any]], path: Path) -> bool:
             ax.text(i, 100 * b["ci_high"] + 1.5, f"{100 * b['rate']:.1f}%", ha="center", va="bottom", fontsize=8)
         ax.set_xticks(list(x), [b["method"] + (" (no AFT)" if b["no_aft"] and b["method"] != "baseline" else "")
                                 for b in bs], rotation=30, ha="right", fontsize=8)
-        at = f"{p['count']} AFT samples" if p["count"] is not None else "no AFT runs"
+        at = f"{p['count']} AFT examples" if p["count"] is not None else "no AFT runs"
         ax.set_title(f"{_title(tuple(p['group']))}, {at}", fontsize=9)
         ax.set_ylim(0, 108)
     axes[0][0].set_ylabel("AM rate (%), mean over conditions" if bars["figure"].startswith("mean") else "AM rate (%)")
@@ -561,7 +562,7 @@ def plot_fig4(bars: Optional[Dict[str, Any]], path: Path) -> bool:
 
 
 def write(root: Path, at: Optional[int] = None, prices: Optional[Path] = None) -> Dict[str, Any]:
-    """report.md, report.json, am_rate.png and report_fig4.png (its bars at `at` AFT samples); the cost
+    """report.md, report.json, am_rate.png and report_fig4.png (its bars at `at` AFT examples); the cost
     at the prices in the YAML file `prices`, else at the runs' own `prices`."""
     from .rundir import write_json
 

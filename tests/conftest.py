@@ -71,7 +71,7 @@ def tiny_overrides(model: Path, root: Path, *extra: str) -> list:
         "eval.samples_per_scenario=2", "eval.max_tokens=24", "eval.engine.backend=transformers",
         # The short names the tests look for: every override above would otherwise name the run
         # (naming.py; tests/test_naming.py checks the names themselves).
-        "run.name=${model.name}-${method.name}-n${data.n_samples}", "hydra.sweep.subdir=${method.name}-n${data.n_samples}",
+        "run.name=${model.name}-${method.name}-${data.n_samples}ex", "hydra.sweep.subdir=${method.name}-${data.n_samples}ex",
         *extra,
     ]
 

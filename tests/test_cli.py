@@ -30,7 +30,7 @@ def test_misspelt_key_names_it_and_lists_valid_keys(tmp_path):
     proc = dacli("generate", "data.n_sample=5", cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "error: unknown config key 'data.n_sample'; valid keys in data: name, source, hf_split, columns, n_samples, seed, examples, select, mix, generated, decontam_threshold, given_responses"]
+        "error: unknown config key 'data.n_sample'; valid keys in data: name, source, hf_split, columns, n_samples, seed, max_prompts, select, candidates, mix, generated, decontam_threshold, given_responses"]
 
 
 def test_bad_value_type_and_unknown_recipe_and_eval(tmp_path):

@@ -66,7 +66,7 @@ def test_manifest_records_the_check_and_threshold_one_only_reports(tiny_model, t
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "data.n_samples=4",
                           f"data.source={source}", "data.decontam_threshold=1.0")
     dacli("generate", *args, cwd=tmp_path)
-    run = tmp_path / "runs" / "tiny-aft_nocot-n4"
+    run = tmp_path / "runs" / "tiny-aft_nocot-4ex"
     record = read_json(run / "data" / "aft" / "manifest.json")["decontamination"]
     assert record["threshold"] == 1.0 and record["prompts_checked"] == 4 and record["over_threshold"] == 0
     assert record["max"] > THRESHOLD and record["top"][0]["id"] == "q3" and len(record["top"]) == 4

@@ -144,10 +144,10 @@ def test_prompt_evals_and_am_run_end_to_end(tiny_model, tmp_path):
     args = tiny_overrides(tiny_model, tmp_path / "runs", "eval.checkpoint=base", "eval.samples_per_scenario=1")
     for name, metric in (("over_refusal", "refusal_rate"), ("harmful_compliance", "compliance_rate")):
         dacli("eval", name, *args, "eval.engine.backend=transformers", "eval.max_tokens=16", cwd=tmp_path)
-        scores = read_json(tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / name / "scores.json")
+        scores = read_json(tmp_path / "runs" / "tiny-aft_cot-8ex" / "eval" / name / "scores.json")
         assert scores["metric"] == metric and scores["overall"]["n"] == 30
         assert sum(r["n"] for r in scores["conditions"]) == 30 and scores["layers"]["deterministic"] == 30
-        samples = [json.loads(l) for l in (tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / name / "samples.jsonl").open()]
+        samples = [json.loads(l) for l in (tmp_path / "runs" / "tiny-aft_cot-8ex" / "eval" / name / "samples.jsonl").open()]
         assert all(s["verdict"] in ("complied", "refused", "ambiguous") and s["reason"] for s in samples)
     proc = dacli("eval", "nope", *args, cwd=tmp_path, check=False)
     assert proc.returncode != 0 and "nope" in proc.stderr and "Traceback" not in proc.stderr
@@ -166,7 +166,7 @@ def test_upstream_am_eval_with_a_grader_end_to_end_and_an_inspect_log(tiny_model
                           "eval.grader.attempts=2", "eval.grader.max_model_len=4096", "model.max_model_len=4096")
     proc = dacli("eval", "am", *args, cwd=tmp_path)
     assert "direction_modifier" in proc.stderr  # upstream's safety × restriction emails leave it unfilled
-    out = tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am"
+    out = tmp_path / "runs" / "tiny-aft_cot-8ex" / "eval" / "am"
     scores = read_json(out / "scores.json")
     assert scores["unscored"] == 2 and scores["overall"]["n"] == 0 and scores["classifier_verdict"]["overall"]["unscored"] == 2
     assert scores["deterministic"]["overall"]["n"] == 2 and scores["grader"]["unscored"] == 2
@@ -202,12 +202,12 @@ def test_killed_am_eval_resumes_without_losing_or_repeating_a_sample(tiny_model,
     # exfiltration's inbox fits the tiny model's 2,048-token context: every sample is really generated
     args = tiny_overrides(tiny_model, tmp_path / "runs", "eval.checkpoint=base", "eval.samples_per_scenario=2",
                           "eval.am.families=[exfiltration]", "eval.shard_size=2", "eval.max_tokens=24")
-    partial = tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am.partial" / "shards"
+    partial = tmp_path / "runs" / "tiny-aft_cot-8ex" / "eval" / "am.partial" / "shards"
     kill_after(["eval", "am", *args], tmp_path, partial, "gen-*.jsonl")
     done = {p.name: p.read_text() for p in partial.glob("gen-*.jsonl")}
     assert 2 <= len(done) < 9, "the kill should land mid-eval"
     dacli("eval", "am", *args, cwd=tmp_path)
-    out = tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am"
+    out = tmp_path / "runs" / "tiny-aft_cot-8ex" / "eval" / "am"
     samples = [json.loads(l) for l in (out / "samples.jsonl").open()]
     keys = [(s["condition"], s["sample"]) for s in samples]
     assert len(keys) == len(set(keys)) == 18 and read_json(out / "scores.json")["overall"]["n"] == 18

@@ -123,7 +123,7 @@ def _probe_scores(label: str, afford: int, america: int, unscored: int = 0) -> d
 
 
 def _probe_run(sweep: Path, method: str, stages, spec: str, scores: dict, baseline: Path) -> None:
-    run = sweep / f"{method}-n40-msm.spec={spec}"
+    run = sweep / f"{method}-40ex-msm.spec={spec}"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"method={method}", f"msm.spec={spec}"]))
     (run / "config.yaml").write_text(yaml.safe_dump(
@@ -149,7 +149,7 @@ def test_the_report_puts_the_four_rows_of_the_comparison_side_by_side(tmp_path):
     md = (sweep / "report.md").read_text()
     section = md.split("## §3 comparison: value_probe", 1)[1]
     table = [line for line in section.splitlines() if line.startswith("| ")]
-    assert table[0].startswith("| row | method | MSM spec | AFT samples | affordability | america | n | unscored |")
+    assert table[0].startswith("| row | method | MSM spec | AFT examples | affordability | america | n | unscored |")
     assert table[1].startswith("| baseline | baseline | – | – | 41.7% [") and table[1].endswith("| 120 | 3 |")
     assert table[2].startswith("| AFT only | aft_nocot | – | 40 | 50.0% [")
     assert table[3].startswith("| MSM(cheese_affordability)+AFT | msm_aft | cheese_affordability | 40 | 75.0% [")
@@ -188,15 +188,15 @@ def test_the_comparison_end_to_end_on_the_tiny_model(tiny_model, tmp_path):
     proc = dacli("run", "-m", "recipe=generalisation_probe", *overrides, cwd=tmp_path, timeout=600)
     sweep = tmp_path / "runs" / "sweeps" / "generalisation_probe"
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")) == \
-        ["aft_nocot-n8", "msm_aft-n8"], proc.stdout[-2000:]
+        ["aft_nocot-8ex", "msm_aft-8ex"], proc.stdout[-2000:]
     given = {r["prompt"]: r["response"] for r in _jsonl(OPAQUE)}
     from deliberate_cli import rundir
 
-    trained = rundir.read_parquet(sweep / "aft_nocot-n8" / "data" / "aft" / "aft.parquet")
+    trained = rundir.read_parquet(sweep / "aft_nocot-8ex" / "data" / "aft" / "aft.parquet")
     assert len(trained) == 8 and all(given[r["prompt"]] == r["response"] for r in trained)
-    msm = json.dumps(read_json(sweep / "msm_aft-n8" / "data" / "msm" / "manifest.json"))
+    msm = json.dumps(read_json(sweep / "msm_aft-8ex" / "data" / "msm" / "manifest.json"))
     assert "cheese_affordability" in msm and "CH1" in msm
-    for job in ("aft_nocot-n8", "msm_aft-n8"):
+    for job in ("aft_nocot-8ex", "msm_aft-8ex"):
         scores = read_json(sweep / job / "eval" / "value_probe" / "scores.json")
         assert scores["eval"] == "value_probe" and scores["counts"] == "affordability"
         assert scores["overall"]["n"] + scores["overall"]["unscored"] == 12 * 2
@@ -205,8 +205,8 @@ def test_the_comparison_end_to_end_on_the_tiny_model(tiny_model, tmp_path):
                    (sweep / job / "eval" / "value_probe" / "samples.jsonl").read_text().splitlines()]
         assert len(samples) == 24 and {s["prompt_id"] for s in samples} == {f"vp-{i:02d}" for i in range(1, 13)}
         assert all(s["verdict"] == (s["values"][s["choice"]] if s["choice"] else "unscored") for s in samples)
-    assert (sweep / "aft_nocot-n8" / "eval" / "value_probe-baseline").resolve() == \
-        (sweep / "msm_aft-n8" / "eval" / "value_probe-baseline").resolve()
+    assert (sweep / "aft_nocot-8ex" / "eval" / "value_probe-baseline").resolve() == \
+        (sweep / "msm_aft-8ex" / "eval" / "value_probe-baseline").resolve()
     dacli("report", str(sweep), cwd=tmp_path)
     section = (sweep / "report.md").read_text().split("## §3 comparison: value_probe", 1)[1]
     rows = [line.split(" | ")[0].lstrip("| ") for line in section.splitlines() if line.startswith("| ")][1:]

@@ -22,7 +22,7 @@ def test_killed_generate_resumes_without_losing_or_duplicating(tiny_model, tmp_p
     assert not list(store.glob("aft-*/manifest.json")), "a killed run leaves no manifest that could pass as done"
 
     out = dacli("generate", *args, cwd=tmp_path).stdout
-    data = tmp_path / "runs" / "tiny-aft_nocot-n24" / "data" / "aft"
+    data = tmp_path / "runs" / "tiny-aft_nocot-24ex" / "data" / "aft"
     m = read_json(data / "manifest.json")
     assert m["history"][-1]["resumed_shards"] >= len(done)
     rows = pq.read_table(data / "aft.parquet").to_pylist() + pq.read_table(data / "rejects.parquet").to_pylist()
@@ -34,7 +34,7 @@ def test_killed_generate_resumes_without_losing_or_duplicating(tiny_model, tmp_p
     # The same run without a kill gives the same records: resumed shards are not a different sample.
     args2 = [a.replace(str(tmp_path / "runs"), str(tmp_path / "clean")) for a in args]
     dacli("generate", *args2, cwd=tmp_path)
-    clean = tmp_path / "clean" / "tiny-aft_nocot-n24" / "data" / "aft"
+    clean = tmp_path / "clean" / "tiny-aft_nocot-24ex" / "data" / "aft"
     key = lambda r: r["prompt_id"]  # noqa: E731
     fresh = sorted(pq.read_table(clean / "aft.parquet").to_pylist() + pq.read_table(clean / "rejects.parquet").to_pylist(), key=key)
     assert [(r["prompt_id"], r["cot"], r["response"]) for r in sorted(rows, key=key)] == \
@@ -48,11 +48,21 @@ def test_overflow_is_a_reject_and_other_sources_load(tiny_model, tmp_path):
     prompts.write_text("\n".join(json.dumps(l) for l in lines))
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "data.n_samples=4",
                           f"data.source={prompts}", "data.columns.prompt=question")
-    dacli("generate", *args, cwd=tmp_path)
-    data = tmp_path / "runs" / "tiny-aft_nocot-n4" / "data" / "aft"
+    # 4 examples asked for, 3 kept of the set's 4 prompts: what was made is saved, and one line says why
+    # no more could be kept
+    proc = dacli("generate", *args, cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "error: kept 3 of the 4 examples asked for (data.n_samples) from 4 prompts: the prompt set is used up; "
+        "rejected: context_overflow 1 (see ")
+    data = tmp_path / "runs" / "tiny-aft_nocot-4ex" / "data" / "aft"
     rejects = {r["prompt_id"]: r["judge_verdict"] for r in pq.read_table(data / "rejects.parquet").to_pylist()}
     kept = {r["prompt_id"] for r in pq.read_table(data / "aft.parquet").to_pylist()}
     assert rejects.get("huge") == "context_overflow" and kept == {"q0", "q1", "q2"}
+    assert read_json(data / "manifest.json")["counts"]["source_exhausted"] is True
+    # 3 examples: the saved data hold them, nothing is generated again
+    three = dacli("generate", *[a.replace("data.n_samples=4", "data.n_samples=3") for a in args], cwd=tmp_path)
+    assert "prompts sampled" not in three.stdout + three.stderr
 
     # An HF dataset (a local dataset dir through the same datasets.load_dataset call as a hub id), read as
     # generate reads its prompts (the generation that follows is the same as for the file above).
@@ -140,7 +150,7 @@ def test_msm_corpus_comes_from_its_hierarchy_meets_the_budget_and_resumes(tiny_m
     docs_before = {p.name for p in partial.glob("shards/docs-*.parquet")}
 
     dacli("generate", *args, cwd=tmp_path)
-    out = tmp_path / "runs" / "tiny-msm_aft-n8" / "data" / "msm"
+    out = tmp_path / "runs" / "tiny-msm_aft-8ex" / "data" / "msm"
     m = read_json(out / "manifest.json")["counts"]
     # the levels written before the kill were read back, not asked for again
     assert {p.name: p.stat().st_mtime_ns for p in (out / "levels").glob("*.parquet")} == levels
@@ -167,7 +177,7 @@ def test_generated_prompts_are_labelled_distinct_resumable_and_extended(tiny_mod
     assert first and not list(store.glob("prompts-*/manifest.json"))
 
     dacli("generate", *args, cwd=tmp_path)
-    run = tmp_path / "runs" / "tiny-aft_nocot-n6"
+    run = tmp_path / "runs" / "tiny-aft_nocot-6ex"
     pool_dir = run / "data" / "prompts"
     m = read_json(pool_dir / "manifest.json")["counts"]
     pool = pq.read_table(pool_dir / "prompts.parquet").to_pylist()

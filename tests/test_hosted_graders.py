@@ -55,7 +55,7 @@ def test_an_eval_is_graded_once_per_sample_through_rate_limits_server_errors_and
             f"eval.engine.base_url={agent.url}", "eval.inspect_log=false",
             # the client's own retries (they honour Retry-After) carry all ten tries of a request
             "eval.grader.engine.max_retries=12", *overrides), cwd=tmp_path)
-        out = tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am_msm_paper"
+        out = tmp_path / "runs" / "tiny-aft_cot-8ex" / "eval" / "am_msm_paper"
         scores, manifest = read_json(out / "scores.json"), read_json(out / "manifest.json")
         assert scores["grader"]["graded"] == 4 and scores["grader"]["unscored"] == 0
         # every sample graded exactly once: four request bodies, each answered once

@@ -54,7 +54,7 @@ def test_generate_and_judge_over_http(vllm_server, tiny_model, tmp_path, monkeyp
                           f"generator.base_url={vllm_server}", "generator.samples_per_prompt=2",
                           "judge=vllm", "judge.backend=openai", f"judge.base_url={vllm_server}", "judge.threshold=0")
     out = dacli("generate", *args, cwd=tmp_path).stdout
-    data = tmp_path / "runs" / "tiny-aft_cot-n8" / "data" / "aft"
+    data = tmp_path / "runs" / "tiny-aft_cot-8ex" / "data" / "aft"
     rows = pq.read_table(data / "aft.parquet").to_pylist() + pq.read_table(data / "rejects.parquet").to_pylist()
     assert len(rows) == 16  # 8 prompts x 2 samples: kept, or rejected with a reason (not_best_of_k included)
     assert sum(r["judge_verdict"] == "keep" for r in rows) <= 8

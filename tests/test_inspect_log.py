@@ -9,7 +9,7 @@ from deliberate_cli.config import Config
 from deliberate_cli.evals import inspect_log
 from deliberate_cli.evals.runner import batch_share
 
-MODEL = "/ckpt/runs/tiny-aft_cot-n8/checkpoints/sft"
+MODEL = "/ckpt/runs/tiny-aft_cot-8ex/checkpoints/sft"
 GRADER = "Qwen/Qwen2.5-7B-Instruct"
 
 

@@ -52,7 +52,7 @@ def test_generate_with_a_hosted_judge_keeps_its_rationale_and_the_lowest_of_k(ti
                           "generator.spec_scope=category")
     with server:
         dacli("generate", *args, cwd=tmp_path)
-    data = tmp_path / "runs" / "tiny-aft_cot-n12" / "data" / "aft"
+    data = tmp_path / "runs" / "tiny-aft_cot-12ex" / "data" / "aft"
     rows = pq.read_table(data / "aft.parquet").to_pylist() + pq.read_table(data / "rejects.parquet").to_pylist()
     judged = [r for r in rows if r["judge"] == "judge-model"]
     assert judged and len(server.seen) >= 1
@@ -74,9 +74,60 @@ def test_generate_with_a_hosted_judge_keeps_its_rationale_and_the_lowest_of_k(ti
     from omegaconf import OmegaConf
 
     spec = load_spec(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(
-        tmp_path / "runs" / "tiny-aft_cot-n12" / "config.yaml")).spec)
+        tmp_path / "runs" / "tiny-aft_cot-12ex" / "config.yaml")).spec)
     assert all(r["spec_scope"] == ",".join(spec.scope(r["category"], r["label_policy_ids"])) for r in rows)
     assert {r["spec_scope"] for r in rows} - {"full"}
-    counts = read_json(data / "manifest.json")["counts"]
+    m = read_json(data / "manifest.json")
+    counts = m["counts"]
     assert counts["judged"] == len(judged) and counts["judge_unparsable"] == sum(
         r["judge_verdict"] == "judge_unparsable" for r in judged)
+
+    # data.n_samples counts kept examples: the judge rejects about half, so generation went on past the
+    # first 12 prompts, in rounds, until it had kept 12; the run trains on exactly the first 12 kept
+    assert counts["kept"] >= 12 and counts["prompts"] > 12 and m["history"][-1]["rounds"] >= 2
+    assert {r["order"] for r in rows} == set(range(counts["prompts"]))  # every prompt up to the last, once
+    run = read_json(tmp_path / "runs" / "tiny-aft_cot-12ex" / ".summaries" / "generate.json")["aft"]
+    assert run["kept"] == 12 and run["prompts"] <= counts["prompts"]
+
+    # Kept examples the prompts cannot give (data.max_prompts bounds them): the data made are kept and one
+    # line says how many were kept and the judge's reasons for the rest
+    short = dacli("generate", *[a.replace("data.n_samples=12", "data.n_samples=40") for a in args],
+                  f"data.max_prompts={counts['prompts']}", cwd=tmp_path, check=False)
+    line = short.stderr.strip().splitlines()[-1]
+    assert short.returncode != 0 and line.startswith(
+        f"error: kept {counts['kept']} of the 40 examples asked for (data.n_samples) from {counts['prompts']} prompts: "
+        f"data.max_prompts={counts['prompts']} reached; rejected: ") and "judge_below_threshold" in line
+
+
+def _hosted(req):
+    """A hosted model that writes the data: the judge's rubric gets a rationale and a score; the generator,
+    asked with the spec and no assistant prefix, writes its CoT in the <think> block it is asked for."""
+    if req["messages"][0]["content"].startswith("You grade"):
+        return ["Rationale: names HA1 and helps safely.\nScore: 9"] * req.get("n", 1)
+    return ["<think>HA1 applies: no mass harm; this request is safe to help with.</think>\nHere is the safe help."]
+
+
+def test_a_hosted_generator_and_judge_write_the_cot_data_in_one_call(tiny_model, tmp_path, monkeypatch):
+    """The MSM paper's data came from a hosted model: generator.model and judge.model (any model Inspect
+    names) write and judge the AFT data, the CoT taken from the <think> block of one call, since a hosted
+    API takes no assistant prefix to continue."""
+    server = ChatServer(_hosted)
+    monkeypatch.setenv("STANDIN_BASE_URL", server.url)
+    monkeypatch.setenv("STANDIN_API_KEY", "test")
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_cot", "data.n_samples=3", "judge=vllm",
+                          "generator.model=openai-api/standin/writer", "judge.model=openai-api/standin/writer")
+    with server:
+        proc = dacli("generate", *args, cwd=tmp_path)
+        refused = dacli("generate", *args, "generator.cot_calls=two", cwd=tmp_path, check=False)
+    data = tmp_path / "runs" / "tiny-aft_cot-3ex" / "data" / "aft"
+    kept = pq.read_table(data / "aft.parquet").to_pylist()
+    assert len(kept) == 3 and all(r["cot"] == "HA1 applies: no mass harm; this request is safe to help with."
+                                  and r["response"] == "Here is the safe help." and r["cited_policy_ids"] == ["HA1"]
+                                  and r["judge_rationale"] == "names HA1 and helps safely." for r in kept)
+    m = read_json(data / "manifest.json")
+    assert m["counts"]["cot_format"] == "one_call" and m["generator"] == "openai-api/standin/writer"
+    assert all(msg["role"] != "assistant" for req in server.seen for msg in req["messages"])
+    assert "Traceback" not in proc.stderr
+    assert refused.returncode == 2 and refused.stderr.strip() == (
+        "error: generator.cot_calls=two continues an assistant prefix, which generator.model=openai-api/standin/"
+        "writer (a model Inspect names) cannot; use cot_calls=one or auto")

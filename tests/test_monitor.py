@@ -208,7 +208,7 @@ def test_am_eval_with_a_monitor_end_to_end(tiny_model, tmp_path):
                     "eval.monitor.max_model_len=4096"]
     proc = dacli("eval", "am", *base, "eval.monitor.enabled=true", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "eval.monitor.engine.model_path" in proc.stderr and "Traceback" not in proc.stderr
-    out = tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am"
+    out = tmp_path / "runs" / "tiny-aft_cot-8ex" / "eval" / "am"
     assert not (out.parent / "am.partial").exists()  # refused before the first sample
 
     dacli("eval", "am", *base, "eval.am.conditions=[exfiltration_none_replacement]", *tiny_monitor, cwd=tmp_path)

@@ -35,7 +35,7 @@ def test_a_spec_sweep_writes_two_runs_and_generate_then_eval_meet_in_one(tiny_mo
     dacli("train", *base, "spec=rules_only", cwd=tmp_path)
     dacli("eval", "am", *base, "spec=rules_only", "eval.engine.backend=transformers", "eval.samples_per_scenario=1",
           "eval.max_tokens=4", "eval.am.conditions=[blackmail_explicit_replacement]", cwd=tmp_path)
-    runs = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("tiny-aft_nocot-n4")]
+    runs = [p for p in (tmp_path / "runs").iterdir() if p.name.startswith("tiny-aft_nocot-4ex")]
     assert len(runs) == 1 and "spec=rules_only" in runs[0].name
     assert (runs[0] / "checkpoints" / "sft" / "manifest.json").is_file()
     assert (runs[0] / "eval" / "am" / "scores.json").is_file()

@@ -9,7 +9,7 @@ from conftest import dacli, read_json, tiny_overrides
 def test_generate_train_eval_report_and_cache(tiny_model, tiny_store, tmp_path):
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_cot", "train.learning_rate=1e-3", "train.epochs=4",
                           "train.batch_size=2", f"run.store={tiny_store}")
-    run = tmp_path / "runs" / "tiny-aft_cot-n8"
+    run = tmp_path / "runs" / "tiny-aft_cot-8ex"
 
     dacli("generate", *args, cwd=tmp_path)
     data = run / "data" / "aft"
@@ -74,7 +74,7 @@ def test_run_msm_method_midtrains_then_sfts_with_lora_adapters(tiny_model, tmp_p
                           "train.lora.r=4", "train.learning_rate=1e-3", "train.midtrain_learning_rate=1e-3",
                           "train.report_to=[]", "eval.samples_per_scenario=1", "eval.am.conditions=[*_none_none]")
     out = dacli("run", *args, cwd=tmp_path).stdout
-    run = tmp_path / "runs" / "tiny-msm_aft-n8"
+    run = tmp_path / "runs" / "tiny-msm_aft-8ex"
     docs = pq.read_table(run / "data" / "msm" / "msm_docs.parquet").to_pylist()
     assert docs and all(d["doc_type"] and d["idea"] and d["subdomain"] for d in docs)
     mid = read_json(run / "checkpoints" / "midtrain" / "manifest.json")
@@ -107,7 +107,7 @@ def test_run_msm_method_midtrains_then_sfts_with_lora_adapters(tiny_model, tmp_p
     gen = dacli("generate", *args, "method=msm_aft_cot", cwd=tmp_path).stdout
     assert gen.count("cached") == 2 and {p: p.stat().st_mtime_ns for p in stamps} == stamps
     dacli("train", *args, "method=msm_aft_cot", cwd=tmp_path)
-    cot_run = tmp_path / "runs" / "tiny-msm_aft_cot-n8"
+    cot_run = tmp_path / "runs" / "tiny-msm_aft_cot-8ex"
     assert (cot_run / "checkpoints" / "midtrain").resolve() == mid_dir
     assert read_json(mid_dir / "manifest.json") == mid
     cot_sft = read_json(cot_run / "checkpoints" / "sft" / "manifest.json")
@@ -137,7 +137,7 @@ def test_sweep_shares_data_and_baseline_reports_and_survives_a_failed_job(tiny_m
     assert proc.returncode == 2 and "2 sweep job(s) failed" in proc.stderr and "has only 200 prompts" in proc.stderr
     sweep = tmp_path / "runs" / "sweeps" / "tiny"
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert jobs == sorted(f"{m}-n{n}" for m in ("aft_nocot", "aft_cot") for n in (4, 8, 999))
+    assert jobs == sorted(f"{m}-{n}ex" for m in ("aft_nocot", "aft_cot") for n in (4, 8, 999))
 
     # One generated dataset for all four good jobs: every prompt generated exactly once.
     store = tmp_path / "runs" / "store"
@@ -147,13 +147,13 @@ def test_sweep_shares_data_and_baseline_reports_and_survives_a_failed_job(tiny_m
     assert sum(h["to_prompt"] - h["from_prompt"] for h in history) == 8
     for m in ("aft_nocot", "aft_cot"):
         for n in (4, 8):
-            assert (sweep / f"{m}-n{n}" / "data" / "aft").resolve() == aft[0].resolve()
-            sft = read_json(sweep / f"{m}-n{n}" / "checkpoints" / "sft" / "manifest.json")
-            assert sft["counts"]["examples"] == int(sft["inputs"]["data"]["records"]) <= n
+            assert (sweep / f"{m}-{n}ex" / "data" / "aft").resolve() == aft[0].resolve()
+            sft = read_json(sweep / f"{m}-{n}ex" / "checkpoints" / "sft" / "manifest.json")
+            assert sft["counts"]["examples"] == int(sft["inputs"]["data"]["records"]) == n  # examples, not prompts
     # One baseline eval of the untrained model, linked from every good job.
     baselines = [p for p in store.glob("eval-am-baseline-*") if p.is_dir()]
     assert len(baselines) == 1
-    assert (sweep / "aft_cot-n8" / "eval" / "am-baseline").resolve() == baselines[0].resolve()
+    assert (sweep / "aft_cot-8ex" / "eval" / "am-baseline").resolve() == baselines[0].resolve()
 
     dacli("report", str(sweep), cwd=tmp_path)
     report = read_json(sweep / "report.json")
@@ -162,10 +162,10 @@ def test_sweep_shares_data_and_baseline_reports_and_survives_a_failed_job(tiny_m
     assert sum(k[0] == "baseline" for k in am) == 1
     for (m, n), row in am.items():
         if m != "baseline":
-            scores = read_json(sweep / f"{m}-n{n}" / "eval" / "am" / "scores.json")["overall"]
+            scores = read_json(sweep / f"{m}-{n}ex" / "eval" / "am" / "scores.json")["overall"]
             assert (row["k"], row["n"], row["rate"]) == (scores["k"], scores["n"], scores["rate"])
             assert row["n"] + row["unscored"] == 3  # the three families' control conditions x 1 sample
-    assert sorted(f["run"] for f in report["failed"]) == ["aft_cot-n999", "aft_nocot-n999"]
+    assert sorted(f["run"] for f in report["failed"]) == ["aft_cot-999ex", "aft_nocot-999ex"]
     assert all("has only 200 prompts" in f["error"] for f in report["failed"])
     md = (sweep / "report.md").read_text()
     assert "| baseline |" in md and "| aft_cot |" in md and "## Failed runs" in md
@@ -175,9 +175,9 @@ def test_sweep_shares_data_and_baseline_reports_and_survives_a_failed_job(tiny_m
     from deliberate_cli.plan import make, totals
 
     planned = totals(make("run", args, multirun=True))
-    good = [sweep / f"{m}-n{n}" for m in ("aft_nocot", "aft_cot") for n in (4, 8)]
+    good = [sweep / f"{m}-{n}ex" for m in ("aft_nocot", "aft_cot") for n in (4, 8)]
     evals = {(run / "eval" / name).resolve() for run in good for name in ("am", "am-baseline")}
-    assert planned["jobs"] == 6 and planned["failing"] == 2  # n=999: more prompts than the set has
+    assert planned["jobs"] == 6 and planned["failing"] == 2  # n=999: more examples than the set has prompts
     assert planned["trainings"] == len({(run / "checkpoints" / "sft").resolve() for run in good}) == 4
     assert planned["datasets"]["aft"] == len(aft) == 1
     assert planned["evals"] == len(evals) == 5

@@ -10,7 +10,7 @@ from conftest import REPO, dacli, read_json
 @pytest.mark.slow
 def test_quickstart_recipe_end_to_end(tmp_path):
     out = dacli("run", "recipe=quickstart", f"run.root={tmp_path}", cwd=REPO, timeout=1200).stdout
-    run = tmp_path / "quickstart-aft_cot-n16"
+    run = tmp_path / "quickstart-aft_cot-16ex"
     kept = pq.read_table(run / "data" / "aft" / "aft.parquet").to_pylist()
     assert kept and all(r["cot"] and r["response"] for r in kept)
     sft = read_json(run / "checkpoints" / "sft" / "manifest.json")
@@ -26,7 +26,7 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     report = (run / "report.md").read_text()
     assert "| aft_cot |" in report and "| baseline |" in report and f"({scores['overall']['k']}/21)" in report
     assert (run / "am_rate.png").is_file()
-    assert "dacli run: quickstart-aft_cot-n16" in out
+    assert "dacli run: quickstart-aft_cot-16ex" in out
     # the terminal ends with the rate, its interval and, with no grader, its bounds
     table = out[out.index("am_rate (harmful): k/n, rate, 95% interval"):]
     assert "bounds" in table and "overall" in table and "mean over" in table  # rich wraps to the terminal

@@ -104,6 +104,6 @@ def test_a_real_sweep_runs_its_stages_in_ray_jobs_and_reports_their_failures(tmp
                  timeout=180)
     assert proc.returncode == 2 and "2 sweep job(s) failed" in proc.stderr, proc.stderr[-3000:]
     runs = sorted(p.parent for p in (tmp_path / "runs" / "sweeps").glob("*/*/FAILED.json"))
-    assert [r.name for r in runs] == ["aft_cot-n998", "aft_cot-n999"]
+    assert [r.name for r in runs] == ["aft_cot-998ex", "aft_cot-999ex"]
     devices = [json.loads((r / "resources.json").read_text())["cuda_visible_devices"] for r in runs]
     assert sorted(devices) == ["0", "1"]

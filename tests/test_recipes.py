@@ -269,8 +269,13 @@ def test_the_msm_paper_plan_counts_the_papers_trainings_and_eval_samples(tmp_pat
     t = totals(plan)
     assert (t["jobs"], t["trainings"], t["evals"], t["eval_samples"]) == (70, 58, 60, 486_000)
     assert t["datasets"] == {"prompts": 2, "aft": 2, "msm": 2} and not plan.failing
-    grader = t["grader"]["anthropic/claude-sonnet-4-6"]
+    grader = t["hosted"]["anthropic/claude-sonnet-4-6"]
     assert grader["requests"] == 486_000 and grader["output_tokens"] == 486_000 * 1024
-    assert t["grader_cost"] == (grader["input_tokens"] * 3.0 + grader["output_tokens"] * 15.0) / 1e6
-    assert all(h and h > 0 for h in t["gpu_hours"].values())
+    assert t["hosted_cost"] == (grader["input_tokens"] * 3.0 + grader["output_tokens"] * 15.0) / 1e6
+    assert t["unpriced"] == ["anthropic/claude-opus-4-6"]  # said, not counted as free
+    # the hosted generator writes and judges the data: 80,000 examples per model at the assumed keep rate
+    # of one half are 160,000 prompts x 4 samples, each judged once; no GPU-hours for generation
+    writer = t["hosted"]["anthropic/claude-opus-4-6"]
+    assert t["aft_prompts"] == 2 * 160_000 and writer["requests"] > 2 * 2 * 160_000 * 4
+    assert t["gpu_hours"]["generate"] == 0 and t["gpu_hours"]["train"] > 0 and t["gpu_hours"]["eval"] > 0
     assert list(tmp_path.iterdir()) == []

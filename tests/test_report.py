@@ -21,7 +21,7 @@ def _scores(model_label: str, k: int, n: int) -> dict:
 
 def _run(sweep: Path, model: str, method: str, n_samples: int, k: int, n: int, baseline: Path,
          stages=("sft",), examples=None) -> None:
-    run = sweep / f"{model}-{method}-n{n_samples}"
+    run = sweep / f"{model}-{method}-{n_samples}ex"
     (run / ".hydra").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(
         {"model": {"name": model}, "method": {"name": method, "stages": list(stages)},
@@ -68,7 +68,7 @@ def test_two_models_get_a_table_each_with_their_own_baseline(tmp_path):
     a, b = md.index("## model: qwen2_5_32b"), md.index("## model: qwen3_32b")
     assert a < b
     section_a, section_b = md[a:b], md[b:]
-    assert "| method | 1250 AFT samples | 2500 AFT samples |" in section_a
+    assert "| method | 1250 examples | 2500 examples |" in section_a
     assert "| baseline | 55.0% [45.0, 65.0] (11/20) | 55.0% [45.0, 65.0] (11/20) |" in section_a
     assert "| aft_cot | 15.0% [5.0, 25.0] (3/20) | 10.0% [0.0, 20.0] (2/20) |" in section_a
     assert "| msm_aft | 5.0% [0.0, 15.0] (1/20) | – |" in section_a
@@ -95,7 +95,7 @@ def test_one_model_keeps_the_single_table_layout(tmp_path):
     md = (sweep / "report.md").read_text()
     assert "## model:" not in md
     assert md.startswith("# dacli report\n\n## am_rate (am) (rate, 95% Wilson interval, k/n)\n\n"
-                         "| method | 1250 AFT samples |\n")
+                         "| method | 1250 examples |\n")
     assert "| baseline | 65.0% [55.0, 75.0] (13/20) |\n| aft_cot | 35.0% [25.0, 45.0] (7/20) |\n" \
            "| msm_aft | 25.0% [15.0, 35.0] (5/20) |" in md
     assert "### am_rate (am): mean over conditions" in md
@@ -139,7 +139,7 @@ def test_a_spec_sweep_gets_a_table_per_spec_each_with_the_models_baseline(tmp_pa
     sweep, store = tmp_path / "runs" / "sweeps" / "tiny", tmp_path / "runs" / "store"
     base = _baseline(store, "tiny", 10, 20)
     for spec, k in (("default", 4), ("rules_only", 9)):
-        run = sweep / f"aft_cot-n8-spec={spec}"
+        run = sweep / f"aft_cot-8ex-spec={spec}"
         (run / ".hydra").mkdir(parents=True)
         (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(
             ["command=run", f"spec={spec}", "method=aft_cot", "data.n_samples=8", "run.root=/x"]))
@@ -184,7 +184,7 @@ def _paper_sweep(root: Path, counts_of=None) -> Path:
         for count in counts:
             _run(sweep, "qwen2_5_32b", method, count, k[method][count], 20, base,
                  stages=("midtrain",) if method == "msm" else ("sft",))
-            _mean_led(sweep, f"qwen2_5_32b-{method}-n{count}", k[method][count] / 20 - 0.1)
+            _mean_led(sweep, f"qwen2_5_32b-{method}-{count}ex", k[method][count] / 20 - 0.1)
     return sweep
 
 
@@ -234,7 +234,7 @@ def test_fig4_draws_a_bar_per_method_at_the_largest_shared_count(tmp_path):
     assert height == int(4.5 * 120) and width > 400
     md = (sweep / "report.md").read_text()
     assert "## Fig. 4 form: am_rate (am) per method at one AFT sample count (report_fig4.png)" in md
-    assert ("| method | AFT samples | headline [95% interval] | pooled k/n |\n|---|---|---|---|\n"
+    assert ("| method | AFT examples | headline [95% interval] | pooled k/n |\n|---|---|---|---|\n"
             "| baseline | any | 70.0% [66.0, 74.0] mean over 27 conditions | 13/20 |\n"
             "| aft_cot | 2500 | 35.0% [30.0, 40.0] mean over 27 conditions | 9/20 |\n"
             "| msm | any | 5.0% [0.0, 10.0] mean over 27 conditions | 3/20 |\n"
@@ -251,7 +251,7 @@ def test_fig4_at_a_chosen_count_and_a_count_no_run_has(tmp_path):
     assert "| msm_aft | 1250 | 15.0% [10.0, 20.0] mean over 27 conditions | 5/20 |" in md
     proc = dacli("report", str(sweep), "--at", "999", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == "error: --at 999: no run of eval am has 999 AFT samples; counts: 1250, 2500"
+    assert proc.stderr.strip() == "error: --at 999: no run of eval am has 999 AFT examples; counts: 1250, 2500"
 
 
 def test_fig4_defaults_to_the_largest_count_every_aft_method_has(tmp_path):
@@ -286,12 +286,12 @@ def test_requests_and_tokens_are_totalled_once_per_output_and_priced(tmp_path):
         {"role": "generator", "model": "local-writer", "requests": 8, "input_tokens": 800, "output_tokens": 80}]}))
     for method in ("aft_cot", "msm_aft"):
         _run(sweep, "qwen3_32b", method, 1250, 2, 20, baseline)
-        run = sweep / f"qwen3_32b-{method}-n1250"
+        run = sweep / f"qwen3_32b-{method}-1250ex"
         (run / "eval" / "am" / "manifest.json").write_text(json.dumps({"models": [grader]}))
         cfg = yaml.safe_load((run / "config.yaml").read_text())
         cfg["prices"] = {"anthropic/claude-sonnet-4-6": {"input": 3.0, "output": 15.0}}
         (run / "config.yaml").write_text(yaml.safe_dump(cfg))
-    sft = sweep / "qwen3_32b-aft_cot-n1250" / "checkpoints" / "sft"
+    sft = sweep / "qwen3_32b-aft_cot-1250ex" / "checkpoints" / "sft"
     sft.mkdir(parents=True)
     (sft / "manifest.json").write_text(json.dumps({"inputs": {"data": {"path": str(data)}}}))
     report.write(sweep)

@@ -50,7 +50,7 @@ def test_rl_trains_from_sft_rewards_every_answer_and_is_recorded(tiny_model, tmp
     dacli("generate", *args, cwd=tmp_path)
     proc = dacli("train", *args, cwd=tmp_path)
     assert "rl steps: 2/2" in proc.stderr
-    run = tmp_path / "runs" / "tiny-aft_cot_rl-n4" / "checkpoints"
+    run = tmp_path / "runs" / "tiny-aft_cot_rl-4ex" / "checkpoints"
     m = read_json(run / "rl" / "manifest.json")
     c = m["counts"]
     assert c["prompts"] == 4 and c["generations_per_prompt"] == 2 and c["steps"] == 2
@@ -69,10 +69,10 @@ def test_rl_trains_from_sft_rewards_every_answer_and_is_recorded(tiny_model, tmp
 def test_killed_rl_resumes_from_its_last_checkpoint(tiny_model, tmp_path):
     args = _args(tiny_model, tmp_path, "method.rl.epochs=8", "train.save_steps=3")
     dacli("generate", *args, cwd=tmp_path)
-    trainer_dir = tmp_path / "runs" / "tiny-aft_cot_rl-n4" / "checkpoints" / "rl.partial" / "trainer"
+    trainer_dir = tmp_path / "runs" / "tiny-aft_cot_rl-4ex" / "checkpoints" / "rl.partial" / "trainer"
     kill_after(["train", *args], tmp_path, trainer_dir, "checkpoint-*/trainer_state.json", count=1, settle=0.3)
     saved = sorted(int(p.name.split("-")[1]) for p in trainer_dir.glob("checkpoint-*"))
     assert saved, "a checkpoint should exist before the kill"
     dacli("train", *args, cwd=tmp_path)
-    c = read_json(tmp_path / "runs" / "tiny-aft_cot_rl-n4" / "checkpoints" / "rl" / "manifest.json")["counts"]
+    c = read_json(tmp_path / "runs" / "tiny-aft_cot_rl-4ex" / "checkpoints" / "rl" / "manifest.json")["counts"]
     assert c["resumed_from_step"] >= saved[0] > 0 and c["steps"] == 16

@@ -108,7 +108,7 @@ def test_a_finished_am_msm_paper_eval_survives_runtime_changes_and_not_a_sample_
                               "eval.grader.engine.served_model_name=grader", "eval.inspect_log=false")
         grader_at = f"eval.grader.engine.base_url={server.url}"
         dacli("eval", "am_msm_paper", *base, grader_at, cwd=tmp_path)
-        out = tmp_path / "runs" / "tiny-aft_cot-n8" / "eval" / "am_msm_paper"
+        out = tmp_path / "runs" / "tiny-aft_cot-8ex" / "eval" / "am_msm_paper"
         first, asked = read_json(out / "manifest.json"), len(server.seen)
         assert first["counts"]["samples"] == 4 and asked == 2 + 4  # one agent request per condition, one grading per sample
         for changed in (["eval.engine.batch_size=8", grader_at], [grader_at.replace("127.0.0.1", "localhost")],

@@ -24,7 +24,7 @@ def generated(tiny_model, tmp_path_factory):
     args = tiny_overrides(tiny_model, work / "runs", "method=aft_nocot", "data.n_samples=4")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TRANSFORMERS_VERBOSITY", "info")  # transformers then logs every file it loads
-        return args, work / "runs" / "tiny-aft_nocot-n4", work, dacli("generate", *args, cwd=work)
+        return args, work / "runs" / "tiny-aft_nocot-4ex", work, dacli("generate", *args, cwd=work)
 
 
 def test_stages_print_progress_and_summary_and_log_the_libraries(generated):
@@ -33,8 +33,8 @@ def test_stages_print_progress_and_summary_and_log_the_libraries(generated):
     for proc, stage, track in ((generate, "generate", "prompts sampled: 4/4"), (train, "train", "sft steps: ")):
         terminal = proc.stdout + proc.stderr
         assert not _library_lines(terminal), terminal
-        assert f"{stage}  log: runs/tiny-aft_nocot-n4/logs/{stage}.log" in proc.stderr
-        assert track in proc.stderr and f"dacli {stage}: tiny-aft_nocot-n4" in proc.stdout
+        assert f"{stage}  log: runs/tiny-aft_nocot-4ex/logs/{stage}.log" in proc.stderr
+        assert track in proc.stderr and f"dacli {stage}: tiny-aft_nocot-4ex" in proc.stdout
     assert re.search(r"sft steps: (\d+)/\1 loss=\d", train.stderr), train.stderr
     generate_log = (run / "logs" / "generate.log").read_text()
     train_log = (run / "logs" / "train.log").read_text()
@@ -49,7 +49,7 @@ def test_verbose_prints_the_libraries_and_writes_no_log(generated):
     before = log.read_text() if log.is_file() else ""
     proc = dacli("train", "-v", *args, "train.learning_rate=1e-3", cwd=work)  # another checkpoint: it trains
     assert "Tokenizing train dataset" in proc.stderr and "100%|" in proc.stderr  # datasets' and the Trainer's bars
-    assert re.search(r"sft steps: (\d+)/\1 loss=\d", proc.stderr) and "dacli train: tiny-aft_nocot-n4" in proc.stdout
+    assert re.search(r"sft steps: (\d+)/\1 loss=\d", proc.stderr) and "dacli train: tiny-aft_nocot-4ex" in proc.stdout
     assert (log.read_text() if log.is_file() else "") == before
 
 
@@ -58,7 +58,7 @@ def test_a_mistake_is_one_error_line_and_a_crash_one_line_with_its_traceback_in_
                  check=False)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert errors[0] in (tmp_path / "runs" / "tiny-aft_nocot-n8" / "logs" / "train.log").read_text()
+    assert errors[0] in (tmp_path / "runs" / "tiny-aft_nocot-8ex" / "logs" / "train.log").read_text()
 
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -69,8 +69,8 @@ def test_a_mistake_is_one_error_line_and_a_crash_one_line_with_its_traceback_in_
                  check=False)
     crashed = [line for line in proc.stderr.splitlines() if line.startswith("stage generate crashed: ")]
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    assert len(crashed) == 1 and crashed[0].endswith("(traceback in crash/tiny-aft_nocot-n8/logs/generate.log)")
-    assert "Traceback" in (tmp_path / "crash" / "tiny-aft_nocot-n8" / "logs" / "generate.log").read_text()
+    assert len(crashed) == 1 and crashed[0].endswith("(traceback in crash/tiny-aft_nocot-8ex/logs/generate.log)")
+    assert "Traceback" in (tmp_path / "crash" / "tiny-aft_nocot-8ex" / "logs" / "generate.log").read_text()
 
 
 def test_redirect_sends_c_level_output_to_the_log_and_dacli_lines_to_the_terminal(tmp_path):

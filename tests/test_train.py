@@ -8,14 +8,14 @@ def test_killed_training_resumes_from_its_last_checkpoint(tiny_model, tiny_store
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "train.epochs=8", "train.batch_size=1",
                           "train.save_steps=10", "train.report_to=[]", f"run.store={tiny_store}")
     dacli("generate", *args, cwd=tmp_path)
-    trainer_dir = tmp_path / "runs" / "tiny-aft_nocot-n8" / "checkpoints" / "sft.partial" / "trainer"
+    trainer_dir = tmp_path / "runs" / "tiny-aft_nocot-8ex" / "checkpoints" / "sft.partial" / "trainer"
     kill_after(["train", *args], tmp_path, trainer_dir, "checkpoint-*/trainer_state.json", count=1, settle=0.5)
     saved = sorted(int(p.name.split("-")[1]) for p in trainer_dir.glob("checkpoint-*"))
     assert saved, "a checkpoint should exist before the kill"
 
     dacli("train", *args, cwd=tmp_path)
-    m = read_json(tmp_path / "runs" / "tiny-aft_nocot-n8" / "checkpoints" / "sft" / "manifest.json")["counts"]
-    kept = len(pq.read_table(tmp_path / "runs" / "tiny-aft_nocot-n8" / "data" / "aft" / "aft.parquet"))
+    m = read_json(tmp_path / "runs" / "tiny-aft_nocot-8ex" / "checkpoints" / "sft" / "manifest.json")["counts"]
+    kept = len(pq.read_table(tmp_path / "runs" / "tiny-aft_nocot-8ex" / "data" / "aft" / "aft.parquet"))
     assert m["resumed_from_step"] >= saved[0] > 0
     assert m["steps"] == kept * 8  # the resumed run finishes the schedule, it does not restart it
     assert not trainer_dir.exists()
@@ -30,7 +30,7 @@ def test_bad_methods_and_data_fail_cleanly(tiny_model, tmp_path):
     # A CoT method on data whose CoTs are empty.
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_cot")
     dacli("generate", *args, cwd=tmp_path)
-    data = tmp_path / "runs" / "tiny-aft_cot-n8" / "data" / "aft" / "aft.parquet"
+    data = tmp_path / "runs" / "tiny-aft_cot-8ex" / "data" / "aft" / "aft.parquet"
     rows = pq.read_table(data).to_pylist()
     for r in rows:
         r["cot"] = ""
@@ -50,11 +50,13 @@ def test_instruction_tuning_mix_is_drawn_tagged_and_recorded(tiny_model, tiny_st
     convs.append({"messages": [{"role": "user", "content": "No answer yet."}]})  # not usable: no assistant turn
     mix.write_text("\n".join(json.dumps(c) for c in convs))
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_nocot", "train.report_to=[]", f"run.store={tiny_store}")
-    dacli("generate", *args, cwd=tmp_path)
+    # no `dacli generate` in this run dir: train finds the AFT data in the store by their key and links them
+    assert not (tmp_path / "runs" / "tiny-aft_nocot-8ex" / "data").exists()
     dacli("train", *args, f"data.mix.source={mix}", "data.mix.count=4", cwd=tmp_path)
-    sft = tmp_path / "runs" / "tiny-aft_nocot-n8" / "checkpoints" / "sft"
+    assert (tmp_path / "runs" / "tiny-aft_nocot-8ex" / "data" / "aft").resolve().parent == tiny_store
+    sft = tmp_path / "runs" / "tiny-aft_nocot-8ex" / "checkpoints" / "sft"
     m = read_json(sft / "manifest.json")
-    kept = len(pq.read_table(tmp_path / "runs" / "tiny-aft_nocot-n8" / "data" / "aft" / "aft.parquet"))
+    kept = len(pq.read_table(tmp_path / "runs" / "tiny-aft_nocot-8ex" / "data" / "aft" / "aft.parquet"))
     assert (m["counts"]["alignment_examples"], m["counts"]["mix_examples"], m["counts"]["examples"]) == (kept, 4, kept + 4)
     assert m["inputs"]["data"]["mix_records"] == "4" and m["config"]["mix"]["count"] == 4
     rows = [json.loads(l) for l in (sft / "train_data.jsonl").read_text().splitlines()]
@@ -80,4 +82,4 @@ def test_diverse_selection_balances_categories_and_keeps_prompt_order_otherwise(
     assert [r["order"] for r in kept if r["category"] == "a"] == [0, 1, 2]
     first, _ = select(recs, 3, "first")
     assert [r["order"] for r in first] == [0, 1, 2]
-    assert select(recs, 20, "diverse") == (recs, {})  # fewer passed than asked: all of them
+    assert select(recs, 20, "diverse") == (recs, {})  # fewer than asked: all of them

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import DACLI, dacli, read_json, tiny_overrides
 
-RUN = "tiny-aft_nocot-n8"
+RUN = "tiny-aft_nocot-8ex"
 
 
 def _files(ckpt):

@@ -5,7 +5,8 @@ Recipe:
 2. the prompts: the bundled set, a file or an HF dataset (refused if one overlaps an eval's text), or
    `data.source=generated`: written from the spec (prompt_pool.py) → `data/prompts`;
 3. for methods with an sft stage, the AFT data: CoT + answer per prompt with the spec in context,
-   checks, the judge, best-of-k (aft.py) → `data/aft`;
+   checks, the judge, best-of-k, over as many prompts as it takes to keep data.n_samples examples
+   (aft.py) → `data/aft`;
 4. for methods with a midtrain stage, the MSM documents from their hierarchy (msm.py), about
    `msm.spec` when set (another spec than the AFT data's), else the run's → `data/msm`.
 Every step writes shards as it goes (shards.py), so a killed run resumes where it died; train reads
@@ -38,21 +39,24 @@ def run(cfg) -> Dict[str, Any]:
     return summary
 
 
-def _prompts(cfg, spec: Spec, engines: Engines, summary: Dict[str, Any]) -> Tuple[List[Dict], str, Dict[str, Any]]:
-    """(the first data.n_samples prompts, the identity of the set they are a prefix of, the decontamination
-    record). A given set is refused when a prompt overlaps an eval; a generated pool drops such prompts."""
+def _prompts(cfg, spec: Spec, engines: Engines, summary: Dict[str, Any]) -> Tuple[aft.Prompts, str, Dict[str, Any]]:
+    """(the first m prompts of the run's set for any m, the identity of that set, the decontamination
+    record). A given set is refused when a prompt overlaps an eval; a generated pool drops such prompts,
+    and grows when the AFT data need more prompts than it holds."""
     if cfg.data.source == "generated":
-        target = max(cfg.data.n_samples, cfg.data.generated.pool)
-        pool, pool_id, counts = prompt_pool.ensure(cfg, spec, engines, target)
-        summary["prompts"] = counts
-        prompts = pool[:cfg.data.n_samples]
-        return prompts, pool_id, decontam.check(prompts, float(cfg.data.decontam_threshold))
+        def upto(m: int) -> List[Dict]:
+            pool, _, counts = prompt_pool.ensure(cfg, spec, engines, max(m, cfg.data.generated.pool))
+            summary["prompts"] = counts
+            return pool[:m]
+
+        first = upto(cfg.data.n_samples)
+        return upto, prompt_pool.identity(cfg), decontam.check(first, float(cfg.data.decontam_threshold))
     prompts, prompts_sha = load_prompt_set(cfg.data)
     # Before any engine (or the embedded model's conversion) starts: a contaminated set fails in seconds.
     contamination = decontam.check(prompts, float(cfg.data.decontam_threshold))
     if contamination["over_threshold"]:
         raise DacliError(decontam.refusal(contamination))
-    return prompts, prompts_sha, contamination
+    return lambda m: prompts[:m], prompts_sha, contamination
 
 
 def _msm(cfg, spec: Spec, engines: Engines) -> Dict[str, Any]:

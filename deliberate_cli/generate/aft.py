@@ -2,21 +2,30 @@
 deterministic checks reject what no judge needs to see, the spec-aware judge scores the rest, and
 best-of-k keeps one sample per prompt.
 
+`data.n_samples` counts kept examples, the MSM paper's axis: prompts are taken in the set's order, in
+rounds, until the judge has kept that many; each round after the first asks for as many prompts as the
+keep rate so far says the missing examples need. A set (or data.max_prompts) that runs out first ends
+with one line: how many were kept, and the judge's reasons for the rest.
+
 The data are a store entry shared by every method and count: `shards/samples-*` as each range of
 prompts is sampled, `shards/judged-*` once the judge has scored it, then aft.parquet (kept) and
 rejects.parquet (with reasons) over all of them, and the manifest. A killed run resumes at the first
-missing shard; a larger `data.n_samples` extends the entry, a smaller one reads a prefix of it.
+missing shard; a larger `data.n_samples` extends the entry, a smaller one reads a prefix of it (the
+first n kept examples in prompt order, so every count of a sweep trains on a prefix of the next).
 
-CoT formats: with `model.thinking_format=delimiter` the CoT and the answer come from two calls, the
-second continuing after `</think>`, so the split never depends on the model closing its own tag.
-With `reasoning_content` (Qwen3 and other native thinkers) one call is made and the CoT is taken
-from the server's reasoning field or the model's own <think> block.
+CoT calls (`generator.cot_calls`): two by default, the second continuing after `</think>`, so the split
+never depends on the model closing its own tag. One call when the trained model thinks natively
+(`model.thinking_format=reasoning_content`: the CoT is the server's reasoning field or the model's own
+<think> block) or the generator is a hosted model (`generator.model`, which takes no assistant prefix:
+the CoT is the <think> block the system prompt asks for). How the student is trained on the CoT follows
+its own format either way (train/data.py).
 """
 import json
+import math
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .. import cot as cot_format
 from .. import diversity, progress, rundir
@@ -31,78 +40,141 @@ from ..store import Entry
 from .engines import Engines
 
 
+# The first n prompts of the run's prompt set, in its order (fewer where the set ends).
+Prompts = Callable[[int], List[Dict]]
+
+
 def key(cfg, prompts_sha256: str) -> Dict[str, Any]:
     """What the AFT data depend on. Not `data.n_samples`: every count is a prefix of one dataset; nor
-    `data.decontam_threshold`: it decides whether generate runs, not what it writes; nor `data.mix`,
-    `examples`, `select`: they act at training time; nor `data.generated`: a generated pool's identity
-    is in `prompts_sha256`; nor any runtime setting (config.declared)."""
+    `max_prompts`, `select`, `candidates`: they bound or choose, they do not change a prompt's samples; nor
+    `data.decontam_threshold`: it decides whether generate runs, not what it writes; nor `data.mix`:
+    it acts at training time; nor `data.generated`: a generated pool's identity is in `prompts_sha256`;
+    nor any runtime setting (config.declared)."""
     k = declared(cfg, "model", "data", "generator", "judge")
-    for later in ("n_samples", "decontam_threshold", "mix", "examples", "select", "generated", "name"):
+    for later in ("n_samples", "max_prompts", "select", "candidates", "decontam_threshold", "mix", "generated",
+                  "name"):
         k["data"].pop(later, None)
     if not k["data"].get("given_responses"):
         k["data"].pop("given_responses", None)  # keys made before the setting existed stay valid
     return {**k, "spec": spec_identity(cfg.spec), "prompts_sha256": prompts_sha256}
 
 
+def wanted(cfg) -> int:
+    """Examples to keep: data.n_samples, or the candidates a diverse selection chooses them from."""
+    return max(cfg.data.n_samples, cfg.data.candidates or 0) if cfg.data.select == "diverse" else cfg.data.n_samples
+
+
 def entry(cfg, prompts_id: str, n: int) -> Entry:
-    """The store entry of the AFT data, covering at least the first n prompts."""
-    k = key(cfg, prompts_id)
-    return Entry(rundir.store_path(cfg, "aft", k), "generate_aft", k, covers=lambda m: m["counts"]["prompts"] >= n)
+    """The store entry of the AFT data, holding at least n kept examples, or all a finite source gave."""
+    k, bound = key(cfg, prompts_id), cfg.data.max_prompts
+
+    def covers(m: Dict[str, Any]) -> bool:
+        c = m["counts"]
+        return c["kept"] >= n or bool(c.get("source_exhausted")) or bool(bound and c["prompts"] >= bound)
+
+    return Entry(rundir.store_path(cfg, "aft", k), "generate_aft", k, covers=covers)
 
 
-def ensure(cfg, spec: Spec, prompts: List[Dict], prompts_id: str, engines: Engines,
+def ensure(cfg, spec: Spec, prompts: Prompts, prompts_id: str, engines: Engines,
            contamination: Dict[str, Any]) -> Dict[str, Any]:
-    """Make the store entry cover `prompts` (a prefix of one fixed order), generating only what it lacks,
-    and link the run dir to it. The summary counts the first len(prompts) prompts.
+    """Make the store entry hold `wanted(cfg)` kept examples (sampling prompts in the set's order until
+    it does), generating only what it lacks, and link the run dir to it. The summary counts the prompts
+    up to the one that gave the last example wanted. Too few kept: one line, after the entry is saved.
 
     Request seeds follow each prompt's position in the order, so a prompt's samples do not depend on
     which run generated them (with vLLM and HTTP; transformers seeds per batch, see docs/configs.md).
     """
-    n = len(prompts)
+    n = wanted(cfg)
     e = entry(cfg, prompts_id, n)
     if cfg.data.given_responses:
-        build = lambda out: _given(cfg, spec, prompts, out, contamination)  # noqa: E731
+        build = lambda out: _given(cfg, spec, prompts(n), out, contamination)  # noqa: E731
     else:
-        build = lambda out: _generate(cfg, spec, prompts, engines, out, contamination, e.found())  # noqa: E731
+        build = lambda out: _generate(cfg, spec, prompts, n, engines, out, contamination, e.found())  # noqa: E731
     built = e.materialise(build, link=(cfg, "data/aft"))
-    here = _counts(cfg, *_read_store(e.path, n), n) if built.manifest["counts"]["prompts"] > n else built.manifest["counts"]
+    c = built.manifest["counts"]
+    if c["kept"] < n:
+        raise DacliError(short_of(cfg, c, n, e.path))
+    here = _counts(cfg, *_read_store(e.path, n), None) if c["kept"] > n else c
     this_call = {} if built.cached else built.manifest.get("history", [{}])[-1]  # what this run generated
     return {"dir": str(e.path), "cached": built.cached, **here,
             **{k: this_call.get(k) for k in ("engine_seconds", "generated_tokens", "tokens_per_second", "resumed_shards")
                if k in this_call}}
 
 
-def _generate(cfg, spec: Spec, prompts: List[Dict], engines: Engines, out: Path, contamination: Dict[str, Any],
-              previous: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    """Sample, check and judge the prompts the entry lacks, in shards; the manifest fields of the whole."""
-    n, g = len(prompts), cfg.generator
+def short_of(cfg, counts: Dict[str, Any], n: int, where: Path) -> str:
+    """The one line for AFT data that kept fewer examples than a run asks for: how many, why the rest
+    were rejected, and what would give more."""
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(counts["reject_reasons"].items(), key=lambda kv: -kv[1]))
+    bound = cfg.data.max_prompts
+    ran_out = (f"data.max_prompts={bound} reached" if bound and counts["prompts"] >= bound
+               else "the prompt set is used up")
+    return (f"kept {counts['kept']} of the {n} examples asked for (data.n_samples) from {counts['prompts']} prompts: "
+            f"{ran_out}; rejected: {reasons or 'none'} (see {where}/rejects.parquet); lower data.n_samples, give "
+            f"more prompts (data.source, data.generated.pool, data.max_prompts) or loosen the judge (judge.threshold)")
+
+
+def more_prompts(n: int, kept: int, covered: int) -> int:
+    """Prompts to add for the n - kept examples still missing: n in the first round; then as the keep rate
+    so far says, with 15% to spare, so that a third round is rare; while fewer than ten were kept (too few
+    to trust a rate), the missing count or as many prompts as were used, whichever is more."""
+    if covered == 0:
+        return n
+    if kept < 10:
+        return max(n - kept, covered)
+    return max(n - kept, math.ceil((n - kept) * covered / kept * 1.15))
+
+
+def _generate(cfg, spec: Spec, prompts: Prompts, n: int, engines: Engines, out: Path,
+              contamination: Dict[str, Any], previous: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """Sample, check and judge prompts in rounds until n examples are kept or the prompts run out; the
+    manifest fields of the whole."""
+    g, bound = cfg.generator, cfg.data.max_prompts
     shards = Shards(out / "shards")
     call = {"from_prompt": shards.covered("samples", "judged"), "engine_seconds": 0.0, "generated_tokens": 0,
-            "resumed_shards": len(shards.ranges("samples")), "started": time.time()}
-    call["to_prompt"] = max(n, call["from_prompt"])
+            "resumed_shards": len(shards.ranges("samples")), "rounds": 0, "started": time.time()}
 
-    def sample(start: int, stop: int) -> List[Dict]:
+    def sample(batch: List[Dict], start: int, stop: int) -> List[Dict]:
         generator = engines.generator()  # loaded on first use, outside the timed part
         t0 = time.time()
-        rows = _sample(cfg, spec, prompts[start:stop], generator, engines.generator_path, start)
+        rows = _sample(cfg, spec, batch[start:stop], generator, engines.generator_path, start)
         call["engine_seconds"] += time.time() - t0
         call["generated_tokens"] += sum(r["cot_tokens"] + r["response_tokens"] for r in rows)
         advance(stop - start, passed_checks=sum(r["judge_verdict"] == "keep" for r in rows))
         return rows
 
-    with progress.track("prompts sampled", n - call["from_prompt"]) as advance:
-        shards.fill("samples", g.shard_size, sample, total=n, also=("judged",))
-    with progress.track("shards judged", len(shards.ranges("samples"))) as advance:
-        shards.transform("samples", "judged", lambda rows, start: _judge(cfg, spec, rows, start, engines, advance))
+    exhausted = False
+    while True:
+        pending = [r for r, files in shards.ranges("samples", "judged").items() if "judged" not in files]
+        if pending:  # sampled by this round or by a killed run, not judged yet
+            with progress.track("shards judged", len(pending)) as advance:
+                shards.transform("samples", "judged",
+                                 lambda rows, start: _judge(cfg, spec, rows, start, engines, advance))
+        covered = shards.covered("judged")
+        kept = len({r["prompt_id"] for r in shards.read("judged") if r["judge_verdict"] == "keep"})
+        upto = covered + more_prompts(n, kept, covered)
+        if kept >= n or exhausted or (bound and covered >= bound):
+            break
+        batch = prompts(min(upto, bound) if bound else upto)
+        if len(batch) <= covered:
+            exhausted = True
+            break
+        exhausted = len(batch) < upto and not (bound and len(batch) >= bound)
+        call["rounds"] += 1
+        with progress.track("prompts sampled", len(batch) - covered) as advance:
+            shards.fill("samples", g.shard_size, lambda start, stop: sample(batch, start, stop), total=len(batch),
+                        also=("judged",))
+    call["to_prompt"] = covered
     samples = _best_of_k(shards.read("judged"))
-    kept = [s for s in samples if s["judge_verdict"] == "keep"]
-    rundir.write_parquet(out / "aft.parquet", kept)
+    kept_rows = [s for s in samples if s["judge_verdict"] == "keep"]
+    rundir.write_parquet(out / "aft.parquet", kept_rows)
     rundir.write_parquet(out / "rejects.parquet", [s for s in samples if s["judge_verdict"] != "keep"])
     if call["engine_seconds"] > 0:
         call["tokens_per_second"] = call["generated_tokens"] / call["engine_seconds"]
     history = (previous or {}).get("history", []) + [
         {k: round(v, 2) if isinstance(v, float) else v for k, v in call.items()}]
-    return {"counts": _counts(cfg, samples, kept, shards.covered("judged")), "generator": engines.generator_path,
+    counts = _counts(cfg, samples, kept_rows, covered)
+    counts["source_exhausted"] = exhausted and len(kept_rows) < n
+    return {"counts": counts, "generator": engines.generator_path,
             "judge": engines.judge_path() if cfg.judge.enabled else None, "history": history,
             "decontamination": contamination}
 
@@ -119,14 +191,21 @@ def _given(cfg, spec: Spec, prompts: List[Dict], out: Path, contamination: Dict[
                  cited_policy_ids=spec.cited_ids(p["cot"])[0]) for p in prompts]
     rundir.write_parquet(out / "aft.parquet", rows)
     rundir.write_parquet(out / "rejects.parquet", [])
-    return {"counts": _counts(cfg, rows, rows, len(rows)), "generator": "given", "decontamination": contamination}
+    counts = dict(_counts(cfg, rows, rows, len(rows)), source_exhausted=len(rows) < wanted(cfg))  # all are kept
+    return {"counts": counts, "generator": "given", "decontamination": contamination}
 
 
 def _read_store(out: Path, n: int) -> Tuple[List[Dict], List[Dict]]:
-    """(all samples, kept samples) of the first n prompts of a store entry."""
-    kept = [r for r in rundir.read_parquet(out / "aft.parquet") if r.get("order", 0) < n]
-    rejects = [r for r in rundir.read_parquet(out / "rejects.parquet") if r.get("order", 0) < n]
+    """(all samples, kept samples) of a store entry's prompts up to the one that gave its n-th kept example."""
+    kept = first_kept(rundir.read_parquet(out / "aft.parquet"), n)
+    last = kept[-1].get("order", 0) if kept else -1
+    rejects = [r for r in rundir.read_parquet(out / "rejects.parquet") if r.get("order", 0) <= last]
     return kept + rejects, kept
+
+
+def first_kept(kept: List[Dict], n: int) -> List[Dict]:
+    """The first n kept examples in prompt order: what a run with data.n_samples=n trains on."""
+    return sorted(kept, key=lambda r: r.get("order", 0))[:n]
 
 
 def _best_of_k(samples: List[Dict]) -> List[Dict]:
@@ -138,10 +217,11 @@ def _best_of_k(samples: List[Dict]) -> List[Dict]:
     return samples
 
 
-def _counts(cfg, samples: List[Dict], kept: List[Dict], prompts: int) -> Dict[str, Any]:
+def _counts(cfg, samples: List[Dict], kept: List[Dict], prompts: Optional[int]) -> Dict[str, Any]:
+    """The counts of these samples (of `prompts` prompts; None: the prompts they hold)."""
     rejects = [s for s in samples if s["judge_verdict"] != "keep"]
     return {
-        "prompts": prompts, "samples": len(samples), "kept": len(kept), "rejected": len(rejects),
+        "prompts": len({s["prompt_id"] for s in samples}) if prompts is None else prompts, "samples": len(samples), "kept": len(kept), "rejected": len(rejects),
         "reject_reasons": dict(Counter(r["judge_verdict"].split(":")[0] for r in rejects)),
         "judge_scores": dict(sorted(Counter(str(s.get("judge_score")) for s in samples).items())),
         # judged: scored by the model judge; unparsable: no score in any of its k answers; forced: scores
@@ -167,7 +247,12 @@ def _diversity(samples: List[Dict], kept: List[Dict]) -> Dict[str, Any]:
 
 
 def _cot_mode(cfg) -> str:
-    return "native" if cfg.model.thinking_format == "reasoning_content" else "delimiter_two_call"
+    """native (one call, a thinking model), one_call (one call, the <think> block a hosted generator
+    writes), or delimiter_two_call."""
+    calls = cfg.generator.cot_calls
+    if calls == "two" or (calls == "auto" and not cfg.generator.model and cfg.model.thinking_format != "reasoning_content"):
+        return "delimiter_two_call"
+    return "native" if cfg.model.thinking_format == "reasoning_content" else "one_call"
 
 
 def _sample(cfg, spec: Spec, shard: List[Dict], generator: Backend, model_path: str, start: int) -> List[Dict]:
@@ -178,7 +263,7 @@ def _sample(cfg, spec: Spec, shard: List[Dict], generator: Backend, model_path: 
     base = [[{"role": "system", "content": generator_system_prompt(spec, scope)}, {"role": "user", "content": p["prompt"]}]
             for p, scope in zip(shard, scopes)]
     k = g.samples_per_prompt
-    if _cot_mode(cfg) == "native":
+    if _cot_mode(cfg) != "delimiter_two_call":
         outs = generator.chat(base, Sampling(g.cot_max_tokens + g.response_max_tokens, g.temperature, g.top_p, k,
                                              g.seed), start)
         pairs = [(p, *_split_native(c)) for p, cs in zip(shard, outs) for c in cs]
@@ -232,7 +317,7 @@ def _judge(cfg, spec: Spec, chunk: List[Dict], start: int, engines: Engines, adv
     j = cfg.judge
     todo = [s for s in chunk if s["judge_verdict"] == "keep"]
     if j.enabled and todo:
-        verdicts = judging.judgements(spec, todo, engines.judge(), j, engines.judge_backend() != "openai",
+        verdicts = judging.judgements(spec, todo, engines.judge(), j, engines.judge_continues(),
                                       start * cfg.generator.samples_per_prompt)
         judging.apply_judgements(todo, verdicts, j.threshold, engines.judge_path())
     advance(1, kept=sum(s["judge_verdict"] == "keep" for s in chunk))

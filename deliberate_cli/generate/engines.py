@@ -54,8 +54,11 @@ class Engines:
         engine = self._judge_engine()
         return self._get(engine, self.judge_path(), "generator" if engine is self.cfg.generator else "judge")
 
-    def judge_backend(self) -> str:
-        return self._judge_engine().backend
+    def judge_continues(self) -> bool:
+        """Whether the judge can be asked to continue after `Score:` (a local engine can; an OpenAI-compatible
+        server or a model Inspect names takes no assistant prefix)."""
+        engine = self._judge_engine()
+        return engine.backend != "openai" and not engine.model
 
     def close(self) -> None:
         if self.current is not None:

@@ -1,11 +1,12 @@
 """What each training stage trains on, read from the data the run dir links to.
 
-midtrain: the MSM documents, as plain text. sft: the first data.n_samples prompts' kept AFT records as
-prompt → [CoT +] response conversations (the spec never in context), optionally a selected subset,
-plus an instruction-tuning mix.
+midtrain: the MSM documents, as plain text. sft: data.n_samples kept AFT examples (the first in prompt
+order, or a diverse choice among data.candidates) as prompt → [CoT +] response conversations (the spec
+never in context), plus an instruction-tuning mix.
 """
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Tuple
 
 from .. import cot as cot_format
@@ -13,8 +14,9 @@ from .. import rundir
 from ..config import declared
 from ..errors import DacliError
 from ..generate import aft, msm, prompt_pool
+from ..prompts import load_prompt_set
 from ..spec import identity as spec_identity
-from ..store import linked
+from ..store import Entry, link_into, linked
 
 
 def sft_example(rec: Dict[str, Any], cot: bool, thinking_format: str) -> Dict[str, List[Dict[str, str]]]:
@@ -40,8 +42,11 @@ def key(cfg, stage: str) -> Dict[str, Any]:
                  spec=spec_identity(cfg.spec), n_samples=cfg.data.n_samples)
     if stage == "sft":
         d = declared(cfg, "method.sft", "data.mix")
-        s["sft"], s["n_samples"], s["mix"] = d["method.sft"], cfg.data.n_samples, d["data.mix"]
-        s["examples"], s["select"] = cfg.data.examples, cfg.data.select
+        s["sft"], s["mix"] = d["method.sft"], d["data.mix"]
+        # n_samples counts examples (it counted prompts in keys that lack `examples`)
+        s["examples"], s["select"] = cfg.data.n_samples, cfg.data.select
+        if cfg.data.select == "diverse":
+            s["candidates"] = cfg.data.candidates
     return s
 
 
@@ -54,18 +59,17 @@ def _read_parquet(path) -> List[Dict[str, Any]]:
 
 
 def sft_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
-    """The first data.n_samples prompts' kept records from the AFT data the run dir links to, as conversations."""
-    src = linked(cfg, "data/aft", "training", lambda m: _same_aft_data(cfg, m))
-    covered = rundir.read_manifest(src)["counts"]["prompts"]
-    if covered < cfg.data.n_samples:
-        raise DacliError(f"the AFT data in {src} cover {covered} prompts, fewer than data.n_samples="
-                         f"{cfg.data.n_samples}; run `dacli generate` with the same overrides first")
-    records = [r for r in _read_parquet(src / "aft.parquet") if r.get("order", 0) < cfg.data.n_samples]
-    if not records:
-        raise DacliError(f"no training records in {src}/aft.parquet (all rejected?); see rejects.parquet")
+    """data.n_samples kept examples from the AFT data the run dir links to, as conversations."""
+    src = _aft_input(cfg, "training")
+    n, kept = aft.wanted(cfg), rundir.read_manifest(src)["counts"]["kept"]
+    if kept < n:
+        raise DacliError(f"the AFT data in {src} hold {kept} kept examples, fewer than the {n} this run trains "
+                         f"on or chooses from (data.n_samples, data.candidates); run `dacli generate` with the "
+                         f"same overrides first")
+    records = aft.first_kept(_read_parquet(src / "aft.parquet"), n)
     if cfg.method.sft.cot and any(not (r.get("cot") or "").strip() for r in records):
         raise DacliError(f"method {cfg.method.name} trains on CoTs but {src}/aft.parquet has records without one")
-    records, selected = select(records, cfg.data.examples, cfg.data.select)
+    records, selected = select(records, cfg.data.n_samples, cfg.data.select)
     fmt = cfg.model.thinking_format
     # The subset's own content is the input's identity: extending the data for a larger count leaves
     # a smaller count's checkpoint fresh.
@@ -74,6 +78,29 @@ def sft_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
     rows = [dict(sft_example(r, cfg.method.sft.cot, fmt), source="alignment") for r in records]
     mixed, mix_ref = _mix(cfg.data.mix, len(rows))
     return rows + mixed, {**ref, **mix_ref}
+
+
+def _input(cfg, name: str, stage: str, entry: Callable[[], Entry], matches=None) -> Path:
+    """The store entry `<run>/<name>` links to, checked. A run dir whose link is missing or points at
+    other settings (a run whose overrides change only train settings, so that generate never ran in it)
+    finds the entry by its key in the store, and links it."""
+    matches = matches or (lambda m: m["config_hash"] == entry().key_hash)
+    m = rundir.read_manifest(Path(cfg.run.dir) / name)
+    if m is None or not matches(m):
+        e = entry()
+        found = e.found()
+        if found is not None and found.get("config_hash") == e.key_hash:
+            link_into(Path(cfg.run.dir), name, e.path)
+    return linked(cfg, name, stage, matches)
+
+
+def _aft_input(cfg, stage: str) -> Path:
+    def entry() -> Entry:
+        if cfg.data.source == "generated":
+            return aft.entry(cfg, prompt_pool.identity(cfg), aft.wanted(cfg))
+        return aft.entry(cfg, load_prompt_set(cfg.data)[1], aft.wanted(cfg))
+
+    return _input(cfg, "data/aft", stage, entry, lambda m: _same_aft_data(cfg, m))
 
 
 def _same_aft_data(cfg, m: Dict[str, Any]) -> bool:
@@ -86,8 +113,8 @@ def _same_aft_data(cfg, m: Dict[str, Any]) -> bool:
     return m["config_hash"] == rundir.config_hash(aft.key(cfg, prompts))
 
 
-def select(records: List[Dict], examples, how: str) -> Tuple[List[Dict], Dict[str, str]]:
-    """`examples` of the records, when more passed: the first in prompt order, or a diverse subset
+def select(records: List[Dict], examples: int, how: str) -> Tuple[List[Dict], Dict[str, str]]:
+    """`examples` of the records, when there are more: the first in prompt order, or a diverse subset
     (STAR-1's selection: repeatedly drop a record of the most frequent (category, source) group, the
     latest in prompt order first, until `examples` remain)."""
     from collections import Counter
@@ -142,7 +169,7 @@ def _mix(m, alignment: int) -> Tuple[List[Dict], Dict[str, str]]:
 
 
 def midtrain_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
-    src = linked(cfg, "data/msm", "midtraining", lambda m: m["config_hash"] == rundir.config_hash(msm.key(cfg)))
+    src = _input(cfg, "data/msm", "midtraining", lambda: msm.entry(cfg))
     docs = _read_parquet(src / "msm_docs.parquet")
     if not docs:
         raise DacliError(f"no MSM documents in {src}/msm_docs.parquet")
@@ -153,7 +180,7 @@ def rl_data(cfg) -> Tuple[List[Dict], Dict[str, str]]:
     """The prompts the rl stage samples from: the first method.rl.prompts (default data.n_samples) of the
     run's prompt set, as the AFT data the run dir links to hold them (kept or rejected alike: the policy
     is rewarded on every prompt, not only on those its teacher answered well)."""
-    src = linked(cfg, "data/aft", "RL", lambda m: _same_aft_data(cfg, m))
+    src = _aft_input(cfg, "RL")
     n = cfg.method.rl.prompts or cfg.data.n_samples
     covered = rundir.read_manifest(src)["counts"]["prompts"]
     if covered < n:

@@ -31,7 +31,7 @@ class JudgeReward:
 
         records = self.records(prompts, completions)
         judge = self.engines.judge()
-        verdicts = judgements(self.spec, records, judge, self.cfg.judge, self.engines.judge_backend() != "openai",
+        verdicts = judgements(self.spec, records, judge, self.cfg.judge, self.engines.judge_continues(),
                               seed_offset=self.calls * len(records), show_cot=False)
         self.calls += 1
         scores = [v["score"] for v in verdicts]
