@@ -7,6 +7,7 @@ The wall time is printed and kept as the test's `wall_seconds` property (`--juni
 nothing asserts on it: the recipe's 15-minute target has not been measured yet. Each job must show that it
 learned (_learned): its SFT loss falls, its adapters moved, its answers differ from the base model's.
 """
+import json
 import time
 
 import pytest
@@ -14,12 +15,16 @@ import pytest
 from conftest import dacli, read_json
 
 
-def _cuda() -> bool:
+def _gpus() -> int:
     try:
         import torch
     except ImportError:
-        return False
-    return torch.cuda.is_available()
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _cuda() -> bool:
+    return _gpus() > 0
 
 
 @pytest.mark.gpu
@@ -58,13 +63,42 @@ def test_gpu_smoke_runs_every_method_and_count(tmp_path, record_property):
         _learned(run)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(_gpus() < 2, reason="needs two CUDA GPUs")
+def test_fsdp_training_a_tensor_parallel_eval_and_a_local_grader(tmp_path, record_property):
+    """With two GPUs, the paths the paper recipe takes on four: FSDP trains the LoRA adapter over two
+    processes and saves one adapter that loads and serves; the eval serves it on its base with tensor
+    parallel size 2; a local vLLM grader (the same 0.5B model) grades every AM sample."""
+    root = tmp_path / "runs"
+    started = time.time()
+    proc = dacli("run", "recipe=gpu_smoke", "method=aft_cot", "data.n_samples=32", f"run.root={root}",
+                 "run.name=multi", "train.num_processes=2", "train.accelerate_config=fsdp",
+                 "eval.engine.tensor_parallel_size=2", "eval.engine.gpu_memory_utilization=0.4",
+                 "eval.grader.enabled=true", "eval.grader.model=null", "eval.grader.engine.backend=vllm",
+                 "eval.grader.engine.model_path=Qwen/Qwen2.5-0.5B-Instruct", "eval.grader.engine.enforce_eager=true",
+                 "eval.grader.engine.gpu_memory_utilization=0.4", "eval.grader.max_model_len=8192",
+                 cwd=tmp_path, check=False, timeout=3600)
+    wall = round(time.time() - started, 1)
+    record_property("wall_seconds", wall)
+    print(f"\ngpu_smoke on 2 GPUs (FSDP, TP 2, local grader): {wall} s")
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    run = root / "multi"
+    sft = read_json(run / "checkpoints" / "sft" / "manifest.json")
+    assert int(sft["counts"]["processes"]) == 2 and (run / "checkpoints" / "sft" / "adapter_model.safetensors").is_file()
+    scores = read_json(run / "eval" / "am" / "scores.json")
+    samples = [json.loads(line) for line in (run / "eval" / "am" / "samples.jsonl").read_text().splitlines()]
+    assert samples and all(s["layer"] == "grader" for s in samples)
+    graded = [s for s in samples if s["grader"]["classifier_verdict"] != "unscored"]
+    assert graded, "the local grader scored no sample"
+    assert scores["grader"]["model"] and scores["overall"]["n"] > 0
+    _learned(run)
+
+
 def _learned(run) -> None:
     """What shows that a job's training learned something, not only that it ran: the SFT loss falls, the
     adapter's weights moved off their initial values (LoRA's B starts at zero), and the trained model's
     answers differ from the base model's on the same scenarios and seeds (on a GPU each request carries
     its own seed). Prints each stage's time, tokens/s and the training MFU."""
-    import json
-
     import yaml
     from safetensors.torch import load_file
 
