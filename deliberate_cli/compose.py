@@ -4,6 +4,8 @@ Hydra's compose API has no multirun, so each command rebuilds argv and calls an 
 function; `-m`, sweeps and launchers then behave exactly as in any Hydra app. Overrides are first
 composed once here so that a user's typo comes back as one line instead of Hydra's report.
 """
+import copy
+import functools
 import os
 import sys
 import tempfile
@@ -74,12 +76,18 @@ def msm_spec_config(cfg):
     from .config import SpecConfig
 
     if cfg.msm.spec in group_options("spec"):
-        return load([f"spec={cfg.msm.spec}"]).spec
+        return copy.deepcopy(_named_spec(cfg.msm.spec))
     path = Path(cfg.msm.spec).expanduser()
     if path.suffix not in (".yaml", ".yml") or not path.is_file():
         raise DacliError(f"msm.spec={cfg.msm.spec}: neither a spec in conf/spec ({', '.join(group_options('spec'))}) "
                          f"nor a spec YAML file")
     return OmegaConf.merge(OmegaConf.structured(SpecConfig), {"name": path.stem, "path": str(path)})
+
+
+@functools.lru_cache(maxsize=None)
+def _named_spec(name: str):
+    """A spec under conf/spec/ composed with its defaults, once per process (dacli plan asks per job)."""
+    return load([f"spec={name}"]).spec
 
 
 def recipe_options() -> List[str]:
