@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from .errors import DacliError
+from .store import locked
 
 
 def cache_dir() -> Path:
@@ -42,15 +43,16 @@ def merged(adapter_dir) -> str:
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoTokenizer
 
-    model = AutoPeftModelForCausalLM.from_pretrained(adapter_dir, dtype="auto").merge_and_unload()
-    partial = adapter_dir / f".merged.{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(partial)
-    try:
-        os.replace(partial, out)
-    except OSError:  # another job merged it first
+    with locked(out):  # another job merging the same adapter: wait for it, then take its merge
+        if is_model_dir(out):
+            return str(out)
+        model = AutoPeftModelForCausalLM.from_pretrained(adapter_dir, dtype="auto").merge_and_unload()
+        partial = adapter_dir / f".merged.{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)
+        model.save_pretrained(partial)
+        AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(partial)
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(partial, out)
     return str(out)
 
 
@@ -185,7 +187,13 @@ def convert_gguf(package: str, filename: str) -> Path:
     pkg_dir = Path(list(spec.submodule_search_locations)[0])
     if not (pkg_dir / filename).is_file():
         raise DacliError(f"{filename} not found in {pkg_dir}")
+    with locked(out):  # another process converting it: wait for it, then take its checkpoint
+        if not is_model_dir(out):
+            _dequantise(package, pkg_dir, filename, out)
+    return out
 
+
+def _dequantise(package: str, pkg_dir: Path, filename: str, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -207,4 +215,3 @@ def convert_gguf(package: str, filename: str) -> Path:
     tokenizer.save_pretrained(partial)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(partial, out)
-    return out

@@ -2,13 +2,21 @@
 
 vLLM does not give memory back when its engine is deleted, and Hydra's basic launcher runs sweep
 jobs one after another in one process; so the Hydra task only writes the resolved config to the run
-dir and starts `python -m deliberate_cli.pipeline STAGE CONFIG` per stage. Stages talk only through
+dir and starts `python -m deliberate_cli.pipeline STAGE CONFIG RUN_DIR` per stage. Stages talk only through
 the run dir. In a multirun a failed job is recorded (FAILED.json) and the sweep goes on.
+
+Another command may work on the same run dir at the same time (a twin of this one, another eval): what
+it computes is behind its outputs' locks (store.Entry), and the run dir's config.yaml, FAILED.json and
+.summaries/<stage>.json are records any of them may rewrite whole. So a command hands its stages their
+config, and reads back their results and errors, through a dir of its own (.summaries/command-*/,
+removed when it ends), never through those shared records.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -17,6 +25,7 @@ from typing import Any, Dict, Optional
 from . import progress
 from .errors import DacliError
 from .processes import die_with_parent
+from .rundir import write_json, write_text
 
 
 def task(cfg) -> None:
@@ -26,34 +35,47 @@ def task(cfg) -> None:
     from omegaconf import OmegaConf, open_dict
 
     from . import report, summary
-    from .stages import COMMANDS
 
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
     with open_dict(cfg):
         cfg.run.dir = str(Path(hc.runtime.output_dir).resolve())
     run = Path(cfg.run.dir)
-    config_path = run / "config.yaml"
-    tmp = config_path.with_name(".config.yaml.tmp")
-    tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    os.replace(tmp, config_path)
+    resolved = OmegaConf.to_yaml(cfg, resolve=True)
+    write_text(run / "config.yaml", resolved)
     (run / "FAILED.json").unlink(missing_ok=True)
+    (run / ".summaries").mkdir(parents=True, exist_ok=True)
+    own = Path(tempfile.mkdtemp(prefix="command-", dir=run / ".summaries"))
+    try:
+        write_text(own / "config.yaml", resolved)
+        results = _run_stages(cfg, run, own, multirun)
+    finally:
+        shutil.rmtree(own, ignore_errors=True)
+    if results is None:  # a sweep job that failed: recorded, and the sweep goes on
+        return
+    if cfg.command == "run":
+        results["report"] = report.write(run)
+    summary.artefacts(cfg, results)
+
+
+def _run_stages(cfg, run: Path, own: Path, multirun: bool) -> Optional[Dict[str, Any]]:
+    """Each of the command's stages in a child process, which reads its config from, and leaves its
+    result or its error in, this command's own dir `own`; the results, or None for a failed sweep job."""
+    from . import summary
+    from .stages import COMMANDS
 
     results: Dict[str, Any] = {}
     for stage in (s.name for s in COMMANDS[cfg.command]):
         started = time.time()
-        (run / ".summaries" / f"{stage}.error").unlink(missing_ok=True)
         summary.started(stage, _stage_log(run, stage))
         # The stage dies with this process: a killed `dacli` leaves no stage generating or training on.
-        code = subprocess.call([sys.executable, "-m", "deliberate_cli.pipeline", stage, str(config_path)],
-                               preexec_fn=die_with_parent)
+        code = subprocess.call([sys.executable, "-m", "deliberate_cli.pipeline", stage, str(own / "config.yaml"),
+                                str(run)], preexec_fn=die_with_parent)
         if code != 0:
-            error_file = run / ".summaries" / f"{stage}.error"
+            error_file = own / f"{stage}.error"
             failure = {"stage": stage, "exit_code": code, "seconds": round(time.time() - started, 1),
                        "command": cfg.command,
                        "error": error_file.read_text().strip() if error_file.is_file() else f"exit code {code}"}
-            from .rundir import write_json
-
             write_json(run / "FAILED.json", failure)
             summary.failed(run, stage, code)
             if multirun:
@@ -62,28 +84,28 @@ def task(cfg) -> None:
                 if os.environ.get(FAILURES_ENV):
                     with open(os.environ[FAILURES_ENV], "a") as f:
                         f.write(f"{run.name}: {stage}: {failure['error']}\n")
-                return
+                return None
             raise SystemExit(code)
-        results[stage] = json.loads((run / ".summaries" / f"{stage}.json").read_text())
+        results[stage] = json.loads((own / f"{stage}.json").read_text())
         results[stage]["seconds"] = round(time.time() - started, 1)
-    if cfg.command == "run":
-        results["report"] = report.write(run)
-    summary.artefacts(cfg, results)
+        write_json(run / ".summaries" / f"{stage}.json", results[stage])  # the run dir's record of it
+    return results
 
 
 def run_stage(stage: str, config_path: str) -> Dict[str, Any]:
+    """The stage, on the config at `config_path`; its result is left beside that config, in the
+    command's own dir, for the command that started it."""
     from omegaconf import OmegaConf
 
     from . import usage
     from .config import Config, validate
-    from .rundir import write_json
     from .stages import STAGES
 
     usage.start()
     cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(config_path))
     validate(cfg)
     result = STAGES[stage].run(cfg)
-    write_json(Path(cfg.run.dir) / ".summaries" / f"{stage}.json", result)
+    write_json(Path(config_path).parent / f"{stage}.json", result)
     return result
 
 
@@ -94,10 +116,8 @@ def _child_env() -> None:
 
 
 def _record_error(config_path: str, stage: str, message: str) -> None:
-    """The one line a failed stage leaves for FAILED.json and the sweep report."""
-    path = Path(config_path).parent / ".summaries" / f"{stage}.error"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(message + "\n")
+    """The one line a failed stage leaves, beside its config, for FAILED.json and the sweep report."""
+    write_text(Path(config_path).parent / f"{stage}.error", message + "\n")
 
 
 def _stage_log(run: Path, stage: str) -> Optional[Path]:
@@ -117,9 +137,9 @@ def _tell(head: str, message: str) -> None:
 
 
 if __name__ == "__main__":
-    stage_name, config_file = sys.argv[1], sys.argv[2]
+    stage_name, config_file, run_dir = sys.argv[1:4]
     _child_env()
-    log = _stage_log(Path(config_file).parent, stage_name)
+    log = _stage_log(Path(run_dir), stage_name)
     if log is not None:  # before anything heavy is imported: what libraries print on import goes there too
         progress.redirect(log)
     try:

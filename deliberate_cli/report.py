@@ -563,23 +563,24 @@ def plot_fig4(bars: Optional[Dict[str, Any]], path: Path) -> bool:
 
 def write(root: Path, at: Optional[int] = None, prices: Optional[Path] = None) -> Dict[str, Any]:
     """report.md, report.json, am_rate.png and report_fig4.png (its bars at `at` AFT examples); the cost
-    at the prices in the YAML file `prices`, else at the runs' own `prices`."""
-    from .rundir import write_json
+    at the prices in the YAML file `prices`, else at the runs' own `prices`. Under the report's lock
+    (report.lock): a twin writing the same report waits, so the four files come from one of them."""
+    from .rundir import write_json, write_text
+    from .store import locked
 
     root = Path(root)
     if not root.is_dir():
         raise DacliError(f"not a directory: {root}")
-    data = collect(root, read_prices(prices) if prices else None)
-    if not data["rows"] and not data["missing"] and not data["failed"]:
-        raise DacliError(f"no dacli runs under {root} (looked for */config.yaml with .hydra/)")
-    bars = fig4_bars(data, at)  # a count no run has fails here, before anything is written
-    md = root / "report.md"
-    tmp = md.with_name(".report.md.tmp")
-    tmp.write_text(markdown(data, bars))
-    os.replace(tmp, md)
-    write_json(root / "report.json", data)
-    plotted = plot(data, root / "am_rate.png")
-    fig4 = plot_fig4(bars, root / "report_fig4.png")
+    with locked(root / "report"):
+        data = collect(root, read_prices(prices) if prices else None)
+        if not data["rows"] and not data["missing"] and not data["failed"]:
+            raise DacliError(f"no dacli runs under {root} (looked for */config.yaml with .hydra/)")
+        bars = fig4_bars(data, at)  # a count no run has fails here, before anything is written
+        md = root / "report.md"
+        write_text(md, markdown(data, bars))
+        write_json(root / "report.json", data)
+        plotted = plot(data, root / "am_rate.png")
+        fig4 = plot_fig4(bars, root / "report_fig4.png")
     return {"path": str(md), "rows": len(data["rows"]), "missing": len(data["missing"]),
             "failed": len(data["failed"]), "plot": str(root / "am_rate.png") if plotted else None,
             "fig4": str(root / "report_fig4.png") if fig4 else None}

@@ -73,13 +73,19 @@ def package_versions() -> Dict[str, str]:
     return versions
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON through a temp file and a rename, so readers never see half a file."""
+def write_text(path: Path, text: str) -> None:
+    """Write a file through a temp file of this process's own and a rename: readers never see half a
+    file, and two processes writing the same record (twin commands on one run dir: its config.yaml,
+    FAILED.json, a stage's summary) each leave a whole one, never renaming the other's temp file away."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def write_jsonl(path: Path, rows: Iterable[Dict[str, Any]]) -> None:

@@ -222,7 +222,7 @@ def link_into(run: Path, name: str, target: Path) -> None:
         return
     if path.exists() and not path.is_symlink():
         shutil.rmtree(path)  # a run dir from before the store: its own copy gives way to the link
-    tmp = path.with_name(f".{path.name}.link")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.link")  # its own: a twin links the same name at once
     tmp.unlink(missing_ok=True)
     os.symlink(rel, tmp)
     os.replace(tmp, path)

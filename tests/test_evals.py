@@ -1,11 +1,16 @@
 """The AM grader (the public eval's classifiers) and the prompt evals' grader over HTTP, upstream
-scenarios rendered by inspect-evals, end-to-end evals with shards that survive a kill."""
+scenarios rendered by inspect-evals, end-to-end evals with shards that survive a kill, twin evals on
+one run dir."""
 import json
+import re
+import subprocess
+import threading
+import time
 
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ChatServer, dacli, kill_after, read_json, tiny_overrides
+from conftest import DACLI, ChatServer, dacli, kill_after, read_json, tiny_overrides
 from deliberate_cli.config import Config, UpstreamConfig
 from deliberate_cli.errors import DacliError
 from deliberate_cli.evals import _model_cfg, grader, prompt_grader, upstream
@@ -215,6 +220,50 @@ def test_killed_am_eval_resumes_without_losing_or_repeating_a_sample(tiny_model,
     kept = [json.loads(l) for text in done.values() for l in text.splitlines()]
     by_key = {(s["condition"], s["sample"]): s["response"] for s in samples}
     assert all(by_key[(s["condition"], s["sample"])] == s["response"] for s in kept)  # resumed, not redone
+
+
+def test_twin_evals_on_one_run_dir_one_evaluates_the_other_waits_and_finds_it_cached(tiny_model, tmp_path):
+    """Two identical `dacli eval am` on one run dir, started together: the one that takes the eval's
+    lock evaluates, the other says whose lock it waits for and then reports the finished eval as
+    cached. The agent is a stand-in served over HTTP that holds its answers until the twin is seen
+    waiting, so the two always overlap."""
+    twin_waits = threading.Event()
+
+    def agent(req):
+        twin_waits.wait(timeout=180)
+        return ["<SCRATCHPAD_REASONING>I accept the decision.</SCRATCHPAD_REASONING>\nUnderstood."] * req["n"]
+
+    with ChatServer(agent) as server:
+        args = tiny_overrides(tiny_model, tmp_path / "runs", "eval.checkpoint=base", "eval.samples_per_scenario=2",
+                              "eval.am.families=[exfiltration]", "eval.engine.backend=openai",
+                              "eval.engine.served_model_name=agent", f"eval.engine.base_url={server.url}",
+                              "eval.am.conditions=[exfiltration_none_replacement,exfiltration_america_replacement]",
+                              "eval.inspect_log=false")
+        outs = [(tmp_path / f"twin{i}.out", tmp_path / f"twin{i}.err") for i in range(2)]
+        procs = [subprocess.Popen([*DACLI, "eval", "am", *args], cwd=tmp_path, stdout=out.open("w"),
+                                  stderr=err.open("w")) for out, err in outs]
+        deadline = time.time() + 300
+        while (time.time() < deadline and not any("waiting for" in err.read_text() for _, err in outs)
+               and any(p.poll() is None for p in procs)):
+            time.sleep(0.1)
+        twin_waits.set()
+        codes = [p.wait(timeout=300) for p in procs]
+    texts = [(out.read_text(), err.read_text()) for out, err in outs]
+    assert codes == [0, 0], texts
+    status = [re.search(r"│ eval\s+│ (done|cached)", out).group(1) for out, _ in texts]
+    assert sorted(status) == ["cached", "done"], texts
+    run = tmp_path / "runs" / "tiny-aft_cot-n8"
+    waiter = status.index("cached")
+    line = f"waiting for {run / 'eval' / 'am'} held by pid "
+    assert line in texts[waiter][1] and line not in texts[1 - waiter][1]
+    assert re.search(re.escape(line) + r"\d+ since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d", texts[waiter][1])
+    # one did the work: each condition asked once, every sample scored, nothing left half-done or failed
+    assert len(server.seen) == 2
+    samples = [json.loads(l) for l in (run / "eval" / "am" / "samples.jsonl").open()]
+    assert len(samples) == 4 and read_json(run / "eval" / "am" / "scores.json")["overall"]["n"] == 4
+    assert not (run / "FAILED.json").exists() and not (run / "eval" / "am.partial").exists()
+    assert not list((run / ".summaries").glob("command-*"))  # each command's own dir goes when it ends
+    assert read_json(run / ".summaries" / "eval.json")["n"] == 4
 
 
 def test_am_grader_check_reports_agreement_and_kappa_per_scenario(tmp_path):

@@ -33,11 +33,15 @@ def command(cfg, job: Path) -> List[str]:
 
 def fit_launched(cfg, stage: str, model_path: str, rows: List[Dict], tmp: Path, sizes, label: str) -> Dict[str, Any]:
     """fit.train_into on train.num_processes ranks; its counts, from rank 0."""
-    rows_file, job = tmp / "fit_rows.jsonl", tmp / "fit_job.json"
+    from omegaconf import OmegaConf
+
+    rows_file, job, config = tmp / "fit_rows.jsonl", tmp / "fit_job.json", tmp / "fit_config.yaml"
     with rows_file.open("w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
-    job.write_text(json.dumps({"config": str(Path(cfg.run.dir) / "config.yaml"), "stage": stage, "dir": str(tmp),
+    # the stage's own config, not the run dir's config.yaml, which another command on the run dir rewrites
+    config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    job.write_text(json.dumps({"config": str(config), "stage": stage, "dir": str(tmp),
                                "model_path": model_path, "rows": str(rows_file), "sizes": list(sizes), "label": label}))
     for stale in (fit.COUNTS, fit.PROGRESS):
         (tmp / stale).unlink(missing_ok=True)
@@ -56,7 +60,7 @@ def fit_launched(cfg, stage: str, model_path: str, rows: List[Dict], tmp: Path, 
         raise DacliError(f"training on {cfg.train.num_processes} processes (accelerate launch) failed with exit code "
                          f"{proc.returncode}" + (f"; the ranks' output is in {log}" if log else ""))
     counts = json.loads(counts_file.read_text())
-    for done in (rows_file, job, counts_file, tmp / fit.PROGRESS):
+    for done in (rows_file, job, config, counts_file, tmp / fit.PROGRESS):
         done.unlink(missing_ok=True)
     return counts
 
