@@ -1,5 +1,6 @@
 """`dacli generate` in depth: resume after SIGKILL, overflow, prompt sources, checks, MSM corpus."""
 import json
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -239,6 +240,35 @@ def test_shards_resume_after_the_last_whole_range_and_refuse_a_gap(tmp_path):
     shards.path("step", 3, 6).unlink()
     with pytest.raises(DacliError, match="gap"):
         shards.covered("step")
+
+
+@pytest.mark.slow  # 35 s here: two generate runs, one sampling 5 prompts; tests/test_shards.py and test_store.py check
+# the same in the default suite, on shards and entries of their own
+def test_a_damaged_aft_entry_is_extended_and_rebuilt_from_its_whole_shards(tiny_model, tiny_store, tmp_path):
+    """A judged shard cut short while the entry is extended, then the manifest cut in half: each run says
+    which file it found damaged and ends with every prompt, the whole shards reused as they were."""
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)  # the shared store stays as it is
+    entry = next(p for p in store.glob("aft-*") if p.is_dir())
+    whole, cut = entry / "shards" / "judged-00000000-00000004.parquet", entry / "shards" / "judged-00000004-00000008.parquet"
+    before = whole.read_bytes()
+    cut.write_bytes(cut.read_bytes()[:cut.stat().st_size // 2])
+    args = tiny_overrides(tiny_model, tmp_path / "runs", f"run.store={store}", "data.n_samples=9")
+
+    err = dacli("generate", *args, cwd=tmp_path).stderr
+    assert f"discarded {cut}: " in err and "not a whole parquet file; it will be made again" in err
+    m = read_json(entry / "manifest.json")
+    rows = pq.read_table(entry / "aft.parquet").to_pylist() + pq.read_table(entry / "rejects.parquet").to_pylist()
+    assert m["counts"]["prompts"] == m["counts"]["samples"] == len({r["prompt_id"] for r in rows}) == len(rows) == 9
+    assert m["history"][-1]["from_prompt"] == 4 and whole.read_bytes() == before
+
+    manifest = entry / "manifest.json"
+    manifest.write_text(manifest.read_text()[:manifest.stat().st_size // 2])
+    err = dacli("generate", *args, cwd=tmp_path).stderr
+    assert f"{manifest} is damaged (not valid JSON): rebuilding {entry} from its shards" in err
+    m = read_json(manifest)
+    assert m["counts"]["prompts"] == m["counts"]["samples"] == 9 and m["history"][-1]["from_prompt"] == 9  # none made again
+    assert pq.read_table(entry / "aft.parquet").to_pylist() + pq.read_table(entry / "rejects.parquet").to_pylist() == rows
 
 
 def test_spec_variables_name_the_model_and_its_provider(tmp_path):
