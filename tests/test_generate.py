@@ -198,6 +198,27 @@ def test_generated_prompts_are_labelled_distinct_resumable_and_extended(tiny_mod
     assert proc.returncode == 2 and "were generated with other settings" in proc.stderr
 
 
+def test_the_pool_takes_rows_by_request_so_a_request_shard_made_again_adds_nothing_twice():
+    """A damaged request shard is made again (shards.py) and may come back with other rows: the stored
+    pool already holds what its requests wrote, so only later requests' rows are new."""
+    from deliberate_cli.generate.prompt_pool import _Pool
+
+    def row(request, text):
+        return {"request": request, "text": text, "category": "c", "domain": "d", "policy_ids": ["HA1"],
+                "expected_behavior": "comply"}
+
+    first = _Pool(0.5, 1.0, [], {})
+    first.add([row(0, "How do I bake sourdough bread at home?"), row(1, "What is a good first houseplant?")])
+    stored = first.prompts
+    pool = _Pool(0.5, 1.0, stored, {"requests": 2, "rows_seen": 2})
+    again = [row(0, "Which plants survive a dark flat?"), row(0, "Can you explain compound interest to me?"),
+             row(1, "How should I store winter tyres?"), row(2, "What should I pack for a week of hiking?")]
+    pool.add(again)
+    pool.add(again)  # the fill hands over every row so far, each time
+    assert [p["prompt"] for p in pool.prompts] == [p["prompt"] for p in stored] + ["What should I pack for a week of hiking?"]
+    assert pool.seen == 3 and pool.requests == 3
+
+
 @pytest.mark.parametrize("text,limit,want", [
     ("Here are some:\n1. Hospitals\n2) Schools\n- Farms\nThat is all.", 5, ["Hospitals", "Schools", "Farms"]),
     ("Hospitals\nSchools\n\nHospitals", 5, ["Hospitals", "Schools"]),  # no numbers: every line, once
