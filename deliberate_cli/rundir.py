@@ -114,7 +114,8 @@ def read_parquet(path: Path) -> List[Dict[str, Any]]:
     try:
         return pq.read_table(path).to_pylist()
     except pa.ArrowException as e:  # cut short or changed since it was written: say which file
-        raise DacliError(f"{path} is not a whole parquet file ({str(e).split(': ')[-1].split('. ')[0]})") from None
+        reason = str(e).rpartition("': ")[2].split(". ")[0]  # arrow names the file first: once is enough
+        raise DacliError(f"{path} is not a whole parquet file ({reason})") from None
 
 
 def read_jsonl(path: Path) -> List[Dict[str, Any]]:
