@@ -47,8 +47,8 @@ def test_a_damaged_shard_is_discarded_with_one_line_and_made_again(tmp_path, cap
     # the damaged range and the one after it are made again (a step's shards are a prefix), the two before are not
     assert calls == [(4, 6), (6, 8)]
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines == [f"discarded {shards.path('step', 4, 6)}: {lines[0].split(': ', 1)[1]}"]
-    assert said in lines[0] and "it and the 1 later shard(s) of step will be made again" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith(f"discarded {shards.path('step', 4, 6)}: ") and said in lines[0]
+    assert lines[0].endswith("; it and the 1 later shard(s) of step will be made again")
 
     again, calls = Shards(tmp_path, fmt=fmt), []
     assert len(again.fill("step", 2, _work(calls), total=8)) == 8 and calls == []  # whole now: nothing to say
