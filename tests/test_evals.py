@@ -252,7 +252,7 @@ def test_twin_evals_on_one_run_dir_one_evaluates_the_other_waits_and_finds_it_ca
     assert codes == [0, 0], texts
     status = [re.search(r"│ eval\s+│ (done|cached)", out).group(1) for out, _ in texts]
     assert sorted(status) == ["cached", "done"], texts
-    run = tmp_path / "runs" / "tiny-aft_cot-n8"
+    run = tmp_path / "runs" / "tiny-aft_cot-8ex"
     waiter = status.index("cached")
     line = f"waiting for {run / 'eval' / 'am'} held by pid "
     assert line in texts[waiter][1] and line not in texts[1 - waiter][1]
@@ -264,6 +264,41 @@ def test_twin_evals_on_one_run_dir_one_evaluates_the_other_waits_and_finds_it_ca
     assert not (run / "FAILED.json").exists() and not (run / "eval" / "am.partial").exists()
     assert not list((run / ".summaries").glob("command-*"))  # each command's own dir goes when it ends
     assert read_json(run / ".summaries" / "eval.json")["n"] == 4
+
+
+@pytest.mark.slow  # about a minute here: three evals on the tiny model; tests/test_shards.py and test_store.py check
+# the same in the default suite, on shards and entries of their own
+def test_a_damaged_eval_is_rebuilt_from_its_whole_shards_and_counts_every_sample(tiny_model, tmp_path):
+    """The issue's cases: a generated shard cut at a line boundary (it once gave n=3 of 4, cached) and one
+    cut inside a line (it once failed every rerun with a JSONDecodeError naming no file), each found when
+    the eval is rebuilt from its shards (its manifest cut in half, its samples.jsonl cut short)."""
+    args = tiny_overrides(tiny_model, tmp_path / "runs", "eval.checkpoint=base", "eval.samples_per_scenario=2",
+                          "eval.am.families=[exfiltration]", "eval.shard_size=2", "eval.max_tokens=8",
+                          "eval.am.conditions=[exfiltration_none_*,exfiltration_america_*]")
+    dacli("eval", "am", *args, cwd=tmp_path)
+    out = tmp_path / "runs" / "tiny-aft_cot-8ex" / "eval" / "am"
+    manifest, samples = out / "manifest.json", out / "samples.jsonl"
+    cut, partial = out / "shards" / "gen-00000002-00000004.jsonl", out.with_name("am.partial") / "shards"
+
+    def responses():
+        rows = [json.loads(line) for line in samples.open()]
+        assert read_json(out / "scores.json")["overall"]["n"] == len(rows) == 4
+        return [(s["condition"], s["sample"], s["response"]) for s in rows]
+
+    first = responses()
+    manifest.write_text(manifest.read_text()[:manifest.stat().st_size // 2])
+    cut.write_text(cut.read_text().splitlines(keepends=True)[0])
+    err = dacli("eval", "am", *args, cwd=tmp_path).stderr
+    assert f"{manifest} is damaged (not valid JSON): rebuilding {out} from its shards" in err
+    assert f"discarded {partial / cut.name}: 1 of 2 rows; it will be made again" in err
+    assert responses()[:2] == first[:2]  # the whole shard is taken up, not made again
+
+    samples.write_text(samples.read_text()[:100])
+    cut.write_text(cut.read_text()[:cut.stat().st_size - 10])
+    err = dacli("eval", "am", *args, cwd=tmp_path).stderr
+    assert f"{samples} does not match {manifest} (0 of 4 rows whole, a line cut short): rebuilding {out}" in err
+    assert f"discarded {partial / cut.name}: 1 of 2 rows whole, a line cut short; it will be made again" in err
+    assert responses()[:2] == first[:2]
 
 
 def test_am_grader_check_reports_agreement_and_kappa_per_scenario(tmp_path):

@@ -1,5 +1,6 @@
 """`dacli generate` in depth: resume after SIGKILL, overflow, prompt sources, checks, MSM corpus."""
 import json
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -207,6 +208,27 @@ def test_generated_prompts_are_labelled_distinct_resumable_and_extended(tiny_mod
     assert proc.returncode == 2 and "were generated with other settings" in proc.stderr
 
 
+def test_the_pool_takes_rows_by_request_so_a_request_shard_made_again_adds_nothing_twice():
+    """A damaged request shard is made again (shards.py) and may come back with other rows: the stored
+    pool already holds what its requests wrote, so only later requests' rows are new."""
+    from deliberate_cli.generate.prompt_pool import _Pool
+
+    def row(request, text):
+        return {"request": request, "text": text, "category": "c", "domain": "d", "policy_ids": ["HA1"],
+                "expected_behavior": "comply"}
+
+    first = _Pool(0.5, 1.0, [], {})
+    first.add([row(0, "How do I bake sourdough bread at home?"), row(1, "What is a good first houseplant?")])
+    stored = first.prompts
+    pool = _Pool(0.5, 1.0, stored, {"requests": 2, "rows_seen": 2})
+    again = [row(0, "Which plants survive a dark flat?"), row(0, "Can you explain compound interest to me?"),
+             row(1, "How should I store winter tyres?"), row(2, "What should I pack for a week of hiking?")]
+    pool.add(again)
+    pool.add(again)  # the fill hands over every row so far, each time
+    assert [p["prompt"] for p in pool.prompts] == [p["prompt"] for p in stored] + ["What should I pack for a week of hiking?"]
+    assert pool.seen == 3 and pool.requests == 3
+
+
 @pytest.mark.parametrize("text,limit,want", [
     ("Here are some:\n1. Hospitals\n2) Schools\n- Farms\nThat is all.", 5, ["Hospitals", "Schools", "Farms"]),
     ("Hospitals\nSchools\n\nHospitals", 5, ["Hospitals", "Schools"]),  # no numbers: every line, once
@@ -249,6 +271,35 @@ def test_shards_resume_after_the_last_whole_range_and_refuse_a_gap(tmp_path):
     shards.path("step", 3, 6).unlink()
     with pytest.raises(DacliError, match="gap"):
         shards.covered("step")
+
+
+@pytest.mark.slow  # 35 s here: two generate runs, one sampling 5 prompts; tests/test_shards.py and test_store.py check
+# the same in the default suite, on shards and entries of their own
+def test_a_damaged_aft_entry_is_extended_and_rebuilt_from_its_whole_shards(tiny_model, tiny_store, tmp_path):
+    """A judged shard cut short while the entry is extended, then the manifest cut in half: each run says
+    which file it found damaged and ends with every prompt, the whole shards reused as they were."""
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)  # the shared store stays as it is
+    entry = next(p for p in store.glob("aft-*") if p.is_dir())
+    whole, cut = entry / "shards" / "judged-00000000-00000004.parquet", entry / "shards" / "judged-00000004-00000008.parquet"
+    before = whole.read_bytes()
+    cut.write_bytes(cut.read_bytes()[:cut.stat().st_size // 2])
+    args = tiny_overrides(tiny_model, tmp_path / "runs", f"run.store={store}", "data.n_samples=9")
+
+    err = dacli("generate", *args, cwd=tmp_path).stderr
+    assert f"discarded {cut}: " in err and "not a whole parquet file; it will be made again" in err
+    m = read_json(entry / "manifest.json")
+    rows = pq.read_table(entry / "aft.parquet").to_pylist() + pq.read_table(entry / "rejects.parquet").to_pylist()
+    assert m["counts"]["prompts"] == m["counts"]["samples"] == len({r["prompt_id"] for r in rows}) == len(rows) == 9
+    assert m["history"][-1]["from_prompt"] == 4 and whole.read_bytes() == before
+
+    manifest = entry / "manifest.json"
+    manifest.write_text(manifest.read_text()[:manifest.stat().st_size // 2])
+    err = dacli("generate", *args, cwd=tmp_path).stderr
+    assert f"{manifest} is damaged (not valid JSON): rebuilding {entry} from its shards" in err
+    m = read_json(manifest)
+    assert m["counts"]["prompts"] == m["counts"]["samples"] == 9 and m["history"][-1]["from_prompt"] == 9  # none made again
+    assert pq.read_table(entry / "aft.parquet").to_pylist() + pq.read_table(entry / "rejects.parquet").to_pylist() == rows
 
 
 def test_spec_variables_name_the_model_and_its_provider(tmp_path):

@@ -8,6 +8,7 @@ from omegaconf import OmegaConf
 
 from deliberate_cli import rundir
 from deliberate_cli.errors import DacliError
+from deliberate_cli.shards import Shards
 from deliberate_cli.store import RESUME, Entry
 
 
@@ -124,3 +125,85 @@ def test_a_process_waiting_on_a_lock_says_who_holds_it(tmp_path):
     holder.wait()
     assert "got it" in waiter.stdout
     assert f"waiting for {tmp_path / 'aft-1'} held by pid {holder.pid} since" in waiter.stderr + waiter.stdout
+
+
+def _sharded(calls, n):
+    """A build that works in shards as the stages do, and merges them into its data file."""
+    def build(work):
+        def work_on(start, stop):
+            calls.append((start, stop))
+            return [{"i": i} for i in range(start, stop)]
+        rows = Shards(work / "shards").fill("step", 2, work_on, total=n)
+        rundir.write_parquet(work / "data.parquet", rows)
+        return {"counts": {"rows": len(rows)}}
+    return build
+
+
+def _half(path):
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+
+def test_a_damaged_entry_is_rebuilt_from_its_shards_with_one_line(tmp_path, capsys):
+    """A manifest cut in half, or a data file that no longer matches the manifest's record of it: an
+    entry with shards (extendable, built in place; an eval, which keeps them) is rebuilt from them."""
+    def extendable():
+        return Entry(tmp_path / "aft-1", "generate_aft", {"k": 1}, covers=lambda m: m["counts"]["rows"] >= 6)
+
+    def eval_entry():
+        return Entry(tmp_path / "eval" / "am", "eval_am", {"k": 1}, resume={"gen": 1}, keep_shards=True)
+
+    for entry, in_place in ((extendable, True), (eval_entry, False)):
+        calls = []
+        built = entry().materialise(_sharded(calls, 6))
+        assert built.manifest["files"]["data.parquet"]["rows"] == 6 and calls == [(0, 2), (2, 4), (4, 6)]
+        manifest, data = built.dir / rundir.MANIFEST, built.dir / "data.parquet"
+        capsys.readouterr()
+
+        _half(manifest)
+        again = entry().materialise(_sharded(calls, 6))
+        assert not again.cached and again.manifest["counts"]["rows"] == 6 and len(calls) == 3  # nothing made again
+        assert capsys.readouterr().err.strip() == f"{manifest} is damaged (not valid JSON): rebuilding {built.dir} from its shards"
+
+        _half(data)
+        shard = built.dir / "shards" / "step-00000004-00000006.parquet"
+        size = shard.stat().st_size
+        _half(shard)
+        again = entry().materialise(_sharded(calls, 6))
+        assert again.manifest["counts"]["rows"] == len(rundir.read_parquet(data)) == 6 and calls[3:] == [(4, 6)]
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert lines[0].startswith(f"{data} does not match {manifest} (") and "not a whole parquet file" in lines[0]
+        assert lines[0].endswith(f": rebuilding {built.dir} from its shards") and len(lines) == 2
+        work = built.dir if in_place else built.dir.with_name("am.partial")  # where the rebuild takes the shards
+        assert lines[1] == (f"discarded {work / 'shards' / shard.name}: {size // 2} of {size} bytes, not a whole "
+                            "parquet file; it will be made again")
+        assert entry().materialise(_sharded(calls, 6)).cached and len(calls) == 4  # whole again
+
+
+def test_a_damaged_entry_without_shards_is_refused_with_one_line(tmp_path):
+    calls = []
+
+    def entry():
+        return Entry(tmp_path / "msm-1", "generate_msm", {"k": 1})
+
+    built = entry().materialise(_sharded(calls, 4))
+    assert not (built.dir / "shards").exists()  # gone once the entry is in place: nothing to rebuild from
+    data, manifest = built.dir / "data.parquet", built.dir / rundir.MANIFEST
+    whole = data.read_bytes()
+    _half(data)
+    with pytest.raises(DacliError) as e:
+        entry().materialise(_sharded(calls, 4))
+    assert str(e.value).startswith(f"{data} does not match {manifest} (") and str(e.value).endswith(
+        f"; delete {built.dir} to build it again")
+    data.write_bytes(whole)
+    assert entry().materialise(_sharded(calls, 4)).cached
+
+    _half(manifest)
+    with pytest.raises(DacliError, match=f"^{manifest} is damaged \\(not valid JSON\\); delete {built.dir} to build"):
+        entry().materialise(_sharded(calls, 4))
+    assert len(calls) == 2 and not (built.dir / rundir.MANIFEST).read_text().endswith("}\n")  # left as it was
+
+    old = rundir.read_manifest(Entry(tmp_path / "msm-2", "generate_msm", {"k": 2}).materialise(_sharded(calls, 2)).dir)
+    del old["files"]  # written before manifests recorded their files: trusted as it is
+    rundir.write_json(tmp_path / "msm-2" / rundir.MANIFEST, old)
+    _half(tmp_path / "msm-2" / "data.parquet")
+    assert Entry(tmp_path / "msm-2", "generate_msm", {"k": 2}).materialise(_sharded(calls, 2)).cached

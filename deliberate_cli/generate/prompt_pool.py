@@ -90,11 +90,16 @@ class _Pool:
         for p in self.prompts:
             self.dedup.is_duplicate(p["prompt"])  # remembered, not judged
         self.seen = counts.get("rows_seen", 0)
+        # the stored pool holds what the first `requests` requests wrote: their rows are taken by request
+        # index, not by position, since a damaged shard made again (shards.py) may hold other rows
+        self.requests = counts.get("requests", 0)
         self.dropped = Counter(counts.get("dropped", {}))
         self.last_new = max((p["request"] for p in self.prompts), default=-1)
 
     def add(self, rows: List[Dict[str, Any]]) -> None:
-        for row in rows[self.seen:]:
+        """Take the rows of the requests not taken yet (rows come in request order)."""
+        new = [row for row in rows if row["request"] >= self.requests]
+        for row in new:
             text = row["text"]
             if len(text) < 12:
                 self.dropped["too_short"] += 1
@@ -109,7 +114,9 @@ class _Pool:
                                      "label_policy_ids": list(row["policy_ids"]), "domain": row["domain"],
                                      "request": row["request"], "order": n})
                 self.last_new = row["request"]
-        self.seen = len(rows)
+        self.seen += len(new)
+        if new:
+            self.requests = new[-1]["request"] + 1
 
 
 def identity(cfg) -> str:
