@@ -2,12 +2,12 @@
 
 vLLM does not give memory back when its engine is deleted, and Hydra's basic launcher runs sweep
 jobs one after another in one process; so the Hydra task only writes the resolved config to the run
-dir and starts `python -m deliberate_cli.pipeline STAGE CONFIG` per stage. Stages talk only through
-the run dir. In a multirun a failed job is recorded (FAILED.json) and the sweep goes on.
+dir and starts `python -m deliberate_cli.pipeline STAGE CONFIG` per stage, in a process group that
+ends with it (processes.py). Stages talk only through the run dir. In a multirun a failed job is
+recorded (FAILED.json) and the sweep goes on; an interrupted one (SIGINT, SIGTERM) stops the sweep.
 """
 import json
 import os
-import subprocess
 import sys
 import time
 import traceback
@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from . import progress
-from .errors import DacliError
-from .processes import die_with_parent
+from .errors import DacliError, Interrupted
+from .processes import group_dies_with_me, run_in_group
 
 
 def task(cfg) -> None:
@@ -44,9 +44,12 @@ def task(cfg) -> None:
         started = time.time()
         (run / ".summaries" / f"{stage}.error").unlink(missing_ok=True)
         summary.started(stage, _stage_log(run, stage))
-        # The stage dies with this process: a killed `dacli` leaves no stage generating or training on.
-        code = subprocess.call([sys.executable, "-m", "deliberate_cli.pipeline", stage, str(config_path)],
-                               preexec_fn=die_with_parent)
+        try:
+            # Nothing the stage starts outlives it or this process (processes.py).
+            code = run_in_group([sys.executable, "-m", "deliberate_cli.pipeline", stage, str(config_path)])
+        except Interrupted as e:
+            e.stage, e.run = stage, summary.shown_path(run)
+            raise
         if code != 0:
             error_file = run / ".summaries" / f"{stage}.error"
             failure = {"stage": stage, "exit_code": code, "seconds": round(time.time() - started, 1),
@@ -117,6 +120,7 @@ def _tell(head: str, message: str) -> None:
 
 
 if __name__ == "__main__":
+    group_dies_with_me()  # before anything is started: vLLM's engine and workers die with this process
     stage_name, config_file = sys.argv[1], sys.argv[2]
     _child_env()
     log = _stage_log(Path(config_file).parent, stage_name)

@@ -1,17 +1,106 @@
-"""Child processes that never outlive their parent: every stage, launcher and rank starts through
-`die_with_parent`, so a killed dacli leaves nothing generating or training on in the background."""
+"""Processes that never outlive dacli: nothing a stage starts may keep generating, training or holding
+GPU memory once the stage or dacli is gone, however either ends (SIGKILL included).
+
+PR_SET_PDEATHSIG (`die_with_parent`) reaches only a process's own children, and the libraries start
+grandchildren that set none: vLLM's engine core is the stage's child, but its workers are the engine
+core's, so a killed stage left them running, re-parented to init. So a stage runs in a process group
+of its own (`run_in_group`), which everything it starts stays in (vLLM, multiprocessing, accelerate's
+launcher), and the group is ended as a whole:
+- by dacli, once the stage has exited or dacli is interrupted (`end_group`), before the next stage or
+  sweep job starts, so that one finds the GPU free;
+- by a watchdog the stage forks as it starts (`group_dies_with_me`), when dacli cannot: a SIGKILLed
+  dacli takes the stage with it (PR_SET_PDEATHSIG), and the stage's death wakes the watchdog, which is
+  a separate process and so needs neither dacli nor the stage to be alive.
+torch's elastic launcher starts each training rank in a session of its own; a rank does the same
+(train/rank.py), so a rank's own children (a judge engine) die with it.
+"""
+import contextlib
 import os
+import signal
+import subprocess
+import time
+from typing import List
+
+_PR_SET_PDEATHSIG, _PR_SET_NAME = 1, 15
+
+
+def _prctl(option: int, arg) -> bool:
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl(option, arg, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # not Linux
+        return False
 
 
 def die_with_parent() -> None:
     """Run in a child before it starts: Linux sends it SIGKILL when its parent dies (prctl
     PR_SET_PDEATHSIG), so a killed dacli, stage or launcher leaves nothing running on in the background."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
+    if not _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL):
         return
     if os.getppid() == 1:  # the parent died before the prctl
         os._exit(1)
+
+
+def run_in_group(command: List[str]) -> int:
+    """Run a stage and return its exit code. It leads a new session, so its process group holds
+    whatever it starts, and a terminal's Ctrl-C reaches dacli alone, which then ends the stage; it dies
+    with this process (`die_with_parent`); and whatever way the wait ends (the stage exits, SIGINT or
+    SIGTERM raise here), the whole group is ended before this returns or raises."""
+    proc = subprocess.Popen(command, start_new_session=True, preexec_fn=die_with_parent)
+    try:
+        return proc.wait()
+    finally:
+        end_group(proc)
+
+
+def end_group(proc: subprocess.Popen, wait_s: float = 60.0) -> None:
+    """SIGKILL the process group `proc` leads, reap `proc`, and wait (at most `wait_s`: a process
+    that frees GPU memory can take seconds to go) until no process of the group is left but zombies."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + wait_s
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` is still running (a zombie holds no memory: it does not count)."""
+    try:
+        entries = list(os.scandir("/proc"))
+    except OSError:  # not Linux: no waiting
+        return False
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()  # state, ppid, pgrp, ... after the (name)
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def group_dies_with_me() -> None:
+    """Call first thing in a process that leads its own process group (a stage, a rank): fork a
+    watchdog that SIGKILLs the whole group as soon as this process dies, however it dies. Nothing
+    happens in a process that does not lead its group: that group is its starter's."""
+    me = os.getpid()
+    if os.getpgrp() != me or os.fork() != 0:
+        return
+    try:  # the watchdog: it never returns into the caller's code
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a signal to the group is for the others
+            signal.signal(sig, signal.SIG_IGN)
+        _prctl(_PR_SET_NAME, b"dacli-watchdog")  # in ps and top, instead of a second copy of the stage
+        if _prctl(_PR_SET_PDEATHSIG, signal.SIGUSR1) and os.getppid() == me:
+            signal.sigwait({signal.SIGUSR1})  # this process's parent, `me`, has died
+        else:
+            while os.getppid() == me:  # no prctl: look every half second instead
+                time.sleep(0.5)
+        os.killpg(0, signal.SIGKILL)  # the group, this watchdog last of all
+    finally:
+        os._exit(0)
