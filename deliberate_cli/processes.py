@@ -8,9 +8,9 @@ of its own (`run_in_group`), which everything it starts stays in (vLLM, multipro
 launcher), and the group is ended as a whole:
 - by dacli, once the stage has exited or dacli is interrupted (`end_group`), before the next stage or
   sweep job starts, so that one finds the GPU free;
-- by a watchdog the stage forks as it starts (`group_dies_with_me`), when dacli cannot: a SIGKILLed
-  dacli takes the stage with it (PR_SET_PDEATHSIG), and the stage's death wakes the watchdog, which is
-  a separate process and so needs neither dacli nor the stage to be alive.
+- by a watchdog the stage starts first thing (`group_dies_with_me`), when dacli cannot: a SIGKILLed
+  dacli takes the stage with it (PR_SET_PDEATHSIG), and the stage's death wakes the watchdog, a
+  process of its own that needs neither dacli nor the stage alive.
 torch's elastic launcher starts each training rank in a session of its own; a rank does the same
 (train/rank.py), so a rank's own children (a judge engine) die with it.
 """
@@ -18,10 +18,11 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
-from typing import List
+from typing import List, Optional
 
-_PR_SET_PDEATHSIG, _PR_SET_NAME = 1, 15
+_PR_SET_PDEATHSIG = 1
 
 
 def _prctl(option: int, arg) -> bool:
@@ -85,22 +86,30 @@ def _group_alive(pgid: int) -> bool:
 
 
 def group_dies_with_me() -> None:
-    """Call first thing in a process that leads its own process group (a stage, a rank): fork a
+    """Call first thing in a process that leads its own process group (a stage, a rank): start a
     watchdog that SIGKILLs the whole group as soon as this process dies, however it dies. Nothing
-    happens in a process that does not lead its group: that group is its starter's."""
+    happens in a process that does not lead its group (that group is its starter's), nor off Linux."""
+    global _watchdog
     me = os.getpid()
-    if os.getpgrp() != me or os.fork() != 0:
+    if os.getpgrp() != me or not sys.platform.startswith("linux"):
         return
-    try:  # the watchdog: it never returns into the caller's code
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+
+    def arm() -> None:  # in the watchdog before its exec, which keeps the mask, SIG_IGN and a pending signal
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # held until sigwait takes it
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a signal to the group is for the others
             signal.signal(sig, signal.SIG_IGN)
-        _prctl(_PR_SET_NAME, b"dacli-watchdog")  # in ps and top, instead of a second copy of the stage
-        if _prctl(_PR_SET_PDEATHSIG, signal.SIGUSR1) and os.getppid() == me:
-            signal.sigwait({signal.SIGUSR1})  # this process's parent, `me`, has died
-        else:
-            while os.getppid() == me:  # no prctl: look every half second instead
-                time.sleep(0.5)
-        os.killpg(0, signal.SIGKILL)  # the group, this watchdog last of all
-    finally:
-        os._exit(0)
+        if not _prctl(_PR_SET_PDEATHSIG, signal.SIGUSR1):
+            os._exit(0)
+        if os.getppid() != me:  # `me` died before the prctl
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    # A program of its own (this file), not a fork: `ps` shows it as what it is, not as a second stage.
+    _watchdog = subprocess.Popen([sys.executable, "-I", "-S", __file__, "watchdog"], preexec_fn=arm,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+_watchdog: Optional[subprocess.Popen] = None
+
+if __name__ == "__main__":  # the watchdog: its parent, the process it watches, has died
+    signal.sigwait({signal.SIGUSR1})
+    os.killpg(0, signal.SIGKILL)  # the group, this watchdog last of all
