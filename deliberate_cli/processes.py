@@ -6,7 +6,7 @@ grandchildren that set none: vLLM's engine core is the stage's child, but its wo
 core's, so a killed stage left them running, re-parented to init. So a stage runs in a process group
 of its own (`run_in_group`), which everything it starts stays in (vLLM, multiprocessing, accelerate's
 launcher), and the group is ended as a whole:
-- by dacli, once the stage has exited or dacli is interrupted (`end_group`), before the next stage or
+- by dacli, once the stage has exited or dacli is interrupted (`_end_group`), before the next stage or
   sweep job starts, so that one finds the GPU free;
 - by a watchdog the stage starts first thing (`group_dies_with_me`), when dacli cannot: a SIGKILLed
   dacli takes the stage with it (PR_SET_PDEATHSIG), and the stage's death wakes the watchdog, a
@@ -52,10 +52,10 @@ def run_in_group(command: List[str]) -> int:
     try:
         return proc.wait()
     finally:
-        end_group(proc)
+        _end_group(proc)
 
 
-def end_group(proc: subprocess.Popen, wait_s: float = 60.0) -> None:
+def _end_group(proc: subprocess.Popen, wait_s: float = 60.0) -> None:
     """SIGKILL the process group `proc` leads, reap `proc`, and wait (at most `wait_s`: a process
     that frees GPU memory can take seconds to go) until no process of the group is left but zombies."""
     with contextlib.suppress(ProcessLookupError):
