@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from .errors import DacliError
+from .errors import DacliError, Interrupted
 
 app = typer.Typer(
     add_completion=False,
@@ -39,7 +39,11 @@ def _launch(command: str, overrides: Optional[List[str]], multirun: bool, verbos
                          "file under conf/accelerate/)")
     if verbose:  # the stage processes inherit it
         os.environ[VERBOSE_ENV] = "1"
-    launch(command, overrides or [], multirun, task)
+    try:
+        launch(command, overrides or [], multirun, task)
+    except Interrupted as e:
+        e.command = f"dacli {command}" + (" -m" if multirun else "")
+        raise
 
 
 @app.command()
@@ -131,7 +135,28 @@ def config(overrides: Optional[List[str]] = _OVERRIDES) -> None:
     Console().print(Syntax(OmegaConf.to_yaml(cfg), "yaml", background_color="default"))
 
 
+def _stop_on_signals() -> None:
+    """SIGINT (Ctrl-C) and SIGTERM (`timeout`, `kill`, a scheduler's end of job) raise Interrupted
+    wherever the main thread is: the code on the way out ends the running stage and everything it
+    started (processes.run_in_group) and names what stopped. A second signal while that happens is
+    ignored, so that the cleanup finishes; a signal ignored already (SIGINT in a job a script put in
+    the background) stays ignored."""
+    import signal
+
+    raised = []
+
+    def stop(signum, frame):
+        if not raised:
+            raised.append(signum)
+            raise Interrupted(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, stop)
+
+
 def main() -> None:
+    _stop_on_signals()
     try:
         app()
     except DacliError as e:
@@ -139,6 +164,17 @@ def main() -> None:
 
         Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
         raise SystemExit(2)
+    except Interrupted as e:
+        from rich.console import Console
+        from rich.text import Text
+
+        console = Console(stderr=True)
+        if console.is_terminal:  # a killed stage's live display stopped mid-frame, its cursor hidden
+            console.show_cursor(True)
+            console.line()
+        head, _, rest = str(e).partition(": ")
+        console.print(Text.assemble((f"{head}:", "bold red"), " ", rest), highlight=False, soft_wrap=True)
+        raise SystemExit(128 + e.signum)
 
 
 if __name__ == "__main__":

@@ -194,6 +194,9 @@ def _valid_keys(key: str) -> str:
 
 
 FAILURES_ENV = "DACLI_SWEEP_FAILURES"
+# dacli's pid, for a sweep job to tell whether the process running it is a worker dacli started itself
+# (joblib's): such a worker dies with dacli instead of finishing its job after dacli is killed.
+DRIVER_ENV = "DACLI_DRIVER_PID"
 
 
 def _sweep_values(key: str, overrides: List[str], recipe: Optional[str]) -> List[str]:
@@ -260,18 +263,23 @@ def launch(command: str, overrides: List[str], multirun: bool, task: Callable) -
 
     @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
     def _main(cfg):
+        if os.environ.get(DRIVER_ENV) == str(os.getppid()):
+            from .processes import die_with_parent
+
+            die_with_parent()
         return task(cfg)
 
     saved, sys.argv = sys.argv, argv
     # Sweep jobs that fail are recorded and skipped (pipeline.task); each also appends a line here, so
     # the sweep as a whole can end with a non-zero exit once every other job has run.
     with tempfile.NamedTemporaryFile("r", prefix="dacli-failures-", suffix=".txt") as failures:
-        os.environ[FAILURES_ENV] = failures.name
+        os.environ[FAILURES_ENV], os.environ[DRIVER_ENV] = failures.name, str(os.getpid())
         try:
             _main()
         finally:
             sys.argv = saved
             os.environ.pop(FAILURES_ENV, None)
+            os.environ.pop(DRIVER_ENV, None)
         failed = [line for line in failures.read().splitlines() if line.strip()]
     if failed:
         raise DacliError(f"{len(failed)} sweep job(s) failed (the others ran; `dacli report` lists them): "

@@ -2,8 +2,9 @@
 
 vLLM does not give memory back when its engine is deleted, and Hydra's basic launcher runs sweep
 jobs one after another in one process; so the Hydra task only writes the resolved config to the run
-dir and starts `python -m deliberate_cli.pipeline STAGE CONFIG RUN_DIR` per stage. Stages talk only through
-the run dir. In a multirun a failed job is recorded (FAILED.json) and the sweep goes on.
+dir and starts `python -m deliberate_cli.pipeline STAGE CONFIG RUN_DIR` per stage, in a process group
+that ends with it (processes.py). Stages talk only through the run dir. In a multirun a failed job is
+recorded (FAILED.json) and the sweep goes on; an interrupted one (SIGINT, SIGTERM) stops the sweep.
 
 Another command may work on the same run dir at the same time (a twin of this one, another eval): what
 it computes is behind its outputs' locks (store.Entry), and the run dir's config.yaml, FAILED.json and
@@ -14,7 +15,6 @@ removed when it ends), never through those shared records.
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from . import progress
-from .errors import DacliError
-from .processes import die_with_parent
+from .errors import DacliError, Interrupted
+from .processes import group_dies_with_me, run_in_group
 from .rundir import write_json, write_text
 
 
@@ -68,9 +68,13 @@ def _run_stages(cfg, run: Path, own: Path, multirun: bool) -> Optional[Dict[str,
     for stage in (s.name for s in COMMANDS[cfg.command]):
         started = time.time()
         summary.started(stage, _stage_log(run, stage))
-        # The stage dies with this process: a killed `dacli` leaves no stage generating or training on.
-        code = subprocess.call([sys.executable, "-m", "deliberate_cli.pipeline", stage, str(own / "config.yaml"),
-                                str(run)], preexec_fn=die_with_parent)
+        try:
+            # Nothing the stage starts outlives it or this process (processes.py).
+            code = run_in_group([sys.executable, "-m", "deliberate_cli.pipeline", stage, str(own / "config.yaml"),
+                                 str(run)])
+        except Interrupted as e:
+            e.stage, e.run = stage, summary.shown_path(run)
+            raise
         if code != 0:
             error_file = own / f"{stage}.error"
             failure = {"stage": stage, "exit_code": code, "seconds": round(time.time() - started, 1),
@@ -137,6 +141,7 @@ def _tell(head: str, message: str) -> None:
 
 
 if __name__ == "__main__":
+    group_dies_with_me()  # before anything is started: vLLM's engine and workers die with this process
     stage_name, config_file, run_dir = sys.argv[1:4]
     _child_env()
     log = _stage_log(Path(run_dir), stage_name)

@@ -6,14 +6,18 @@ from pathlib import Path
 
 
 def main(job_file: str) -> None:
+    from ..processes import die_with_parent, group_dies_with_me
+
+    # Before CUDA or a thread starts: the rank dies with the launcher, and, as torch's elastic launcher
+    # starts it in a session of its own, whatever it starts (a judge engine) dies with it.
+    die_with_parent()
+    group_dies_with_me()
     from omegaconf import OmegaConf
 
     from ..config import Config
     from ..rundir import write_json
     from .fit import COUNTS, is_main, train_into
-    from ..processes import die_with_parent
 
-    die_with_parent()
     job = json.loads(Path(job_file).read_text())
     cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(job["config"]))
     tmp = Path(job["dir"])
