@@ -107,7 +107,7 @@ def make(command: str, overrides: List[str], multirun: bool,
     throughput: Dict[str, Any] = {}
     prices: Dict[str, Dict[str, float]] = {}
     for point in points:
-        cfg = _compose([f"command={command}", *point, *extra], recipe)
+        cfg = compose_job([f"command={command}", *point, *extra], recipe)
         validate(cfg)
         name = cfg.run.name
         jobs.append((name, point))
@@ -131,7 +131,7 @@ def make(command: str, overrides: List[str], multirun: bool,
 _COMPOSED: Dict[Tuple, Any] = {}
 
 
-def _compose(overrides: List[str], recipe: Optional[str]):
+def compose_job(overrides: List[str], recipe: Optional[str], with_hydra: bool = False):
     """A job's config, as compose.load makes it, but fast across a sweep: Hydra composes each choice of
     config groups once (a sweep over model x method x 7 counts composes 10 times, not 70), then the
     job's value overrides are applied to a copy the way Hydra applies them after composing."""
@@ -147,9 +147,9 @@ def _compose(overrides: List[str], recipe: Optional[str]):
     parsed = OverridesParser.create().parse_overrides(overrides)
     is_choice = [o.get_key_element().lstrip("+~").split("/")[0] in groups and "." not in o.get_key_element()
                  for o in parsed]
-    key = (recipe, tuple(o.input_line for o, c in zip(parsed, is_choice) if c))
+    key = (recipe, with_hydra, tuple(o.input_line for o, c in zip(parsed, is_choice) if c))
     if key not in _COMPOSED:
-        _COMPOSED[key] = load(list(key[1]), recipe)
+        _COMPOSED[key] = load(list(key[2]), recipe, with_hydra=with_hydra)
     cfg = copy.deepcopy(_COMPOSED[key])
     try:
         # Hydra's own settings (a sweep's dirs) decide where a job writes, not what it computes

@@ -140,6 +140,8 @@ def test_near_duplicates_are_found_and_distinct_texts_kept():
                                "and escalates it to a human manager instead of deciding alone.")
 
 
+@pytest.mark.slow  # 21 s; the default suite builds a corpus in test_pipeline.py's msm run and checks its budget,
+# hierarchy and distinct ideas there, and damaged or killed shards in test_shards.py and the prompt pool's test
 def test_msm_corpus_comes_from_its_hierarchy_meets_the_budget_and_resumes(tiny_model, tmp_path):
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=msm_aft", "msm.tokens=200", "msm.max_tokens=16",
                           "msm.max_idea_rounds=40", "generator.shard_size=2")

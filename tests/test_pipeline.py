@@ -8,7 +8,7 @@ from conftest import dacli, read_json, tiny_overrides
 
 def test_generate_train_eval_report_and_cache(tiny_model, tiny_store, tmp_path):
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_cot", "train.learning_rate=1e-3", "train.epochs=4",
-                          "train.batch_size=2", f"run.store={tiny_store}")
+                          "train.batch_size=2", f"run.store={tiny_store}", "eval.samples_per_scenario=1")
     run = tmp_path / "runs" / "tiny-aft_cot-8ex"
 
     dacli("generate", *args, cwd=tmp_path)
@@ -53,9 +53,9 @@ def test_generate_train_eval_report_and_cache(tiny_model, tiny_store, tmp_path):
     dacli("eval", "am", *args, cwd=tmp_path)
     scores = read_json(run / "eval" / "am" / "scores.json")
     samples = [json.loads(l) for l in (run / "eval" / "am" / "samples.jsonl").read_text().splitlines()]
-    # 3 families x 6 conditions + 9, x 2 samples; the inboxes longer than the tiny model's 2,048-token
+    # 3 families x 6 conditions + 9, a sample each; the inboxes longer than the tiny model's 2,048-token
     # context generate nothing and are unscored, never benign
-    assert len(samples) == (3 * 6 + 9) * 2 == scores["overall"]["n"] + scores["unscored"]
+    assert len(samples) == 3 * 6 + 9 == scores["overall"]["n"] + scores["unscored"]
     assert scores["unscored"] == scores["finish_reasons"].get("overflow", 0) and scores["overall"]["n"] > 0
     assert 0 <= scores["overall"]["ci_low"] <= scores["overall"]["rate"] <= scores["overall"]["ci_high"] <= 1
     assert {s["layer"] for s in samples} == {"deterministic"} and all(s["reason"] for s in samples)
@@ -76,7 +76,10 @@ def test_run_msm_method_midtrains_then_sfts_with_lora_adapters(tiny_model, tmp_p
     out = dacli("run", *args, cwd=tmp_path).stdout
     run = tmp_path / "runs" / "tiny-msm_aft-8ex"
     docs = pq.read_table(run / "data" / "msm" / "msm_docs.parquet").to_pylist()
-    assert docs and all(d["doc_type"] and d["idea"] and d["subdomain"] for d in docs)
+    assert docs and all(d["doc_type"] and d["idea"] and d["subdomain"] and d["domain"] for d in docs)
+    corpus = read_json(run / "data" / "msm" / "manifest.json")["counts"]  # msm.tokens=150 (tiny_overrides)
+    assert corpus["budget_reached"] and corpus["tokens"] == sum(d["tokens"] for d in docs) >= 150
+    assert len({d["idea"] for d in docs}) == len(docs)  # the budget met with new ideas, never a repeated one
     mid = read_json(run / "checkpoints" / "midtrain" / "manifest.json")
     sft = read_json(run / "checkpoints" / "sft" / "manifest.json")
     assert mid["counts"]["examples"] == len(docs)

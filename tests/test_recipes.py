@@ -54,13 +54,15 @@ def _points(recipe: str):
 
 @pytest.fixture(scope="module")
 def composed():
-    """recipe -> [(point overrides, config with its hydra node, SLURM launcher chosen)] for every point."""
-    from deliberate_cli.compose import load
+    """recipe -> [(point overrides, config with its hydra node, SLURM launcher chosen)] for every point,
+    composed as `dacli plan` composes a sweep's jobs (Hydra composes each choice of config groups once;
+    the point's values are applied to a copy as Hydra applies them): 17 s for the 90 points otherwise."""
+    from deliberate_cli.plan import compose_job
 
     out = {}
     for recipe in _recipes():
         extra = ["hydra/launcher=slurm", *_header_overrides(recipe)]
-        out[recipe] = [(point, load([*point, *extra], recipe, with_hydra=True)) for point in _points(recipe)]
+        out[recipe] = [(point, compose_job([*point, *extra], recipe, with_hydra=True)) for point in _points(recipe)]
     return out
 
 

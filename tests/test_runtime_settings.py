@@ -111,11 +111,12 @@ def test_a_finished_am_msm_paper_eval_survives_runtime_changes_and_not_a_sample_
         out = tmp_path / "runs" / "tiny-aft_cot-8ex" / "eval" / "am_msm_paper"
         first, asked = read_json(out / "manifest.json"), len(server.seen)
         assert first["counts"]["samples"] == 4 and asked == 2 + 4  # one agent request per condition, one grading per sample
-        for changed in (["eval.engine.batch_size=8", grader_at], [grader_at.replace("127.0.0.1", "localhost")],
-                        [grader_at, "eval.grader.engine.concurrency=2", "eval.shard_size=1"]):
-            proc = dacli("eval", "am_msm_paper", *base, *changed, cwd=tmp_path)
-            assert len(server.seen) == asked and read_json(out / "manifest.json") == first, changed
-            assert "cached" in proc.stdout
+        # runtime settings all changed at once (each one alone: test_every_runtime_setting_leaves_every_key...)
+        changed = ["eval.engine.batch_size=8", grader_at.replace("127.0.0.1", "localhost"),
+                   "eval.grader.engine.concurrency=2", "eval.shard_size=1"]
+        proc = dacli("eval", "am_msm_paper", *base, *changed, cwd=tmp_path)
+        assert len(server.seen) == asked and read_json(out / "manifest.json") == first
+        assert "cached" in proc.stdout
         # another grader regrades the samples the finished eval generated: the agent is not asked again
         dacli("eval", "am_msm_paper", *[a.replace("=grader", "=grader-2") for a in base], grader_at, cwd=tmp_path)
         regraded = server.seen[asked:]
