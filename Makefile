@@ -24,11 +24,13 @@ $(STAMP): pyproject.toml constraints/cpu.txt
 quickstart: setup
 	$(BIN)/dacli run recipe=quickstart
 
+# Two workers (pytest-xdist; more with `pytest -n N`): tests/conftest.py gives each its share of the
+# cores for torch, so that they do not oversubscribe them.
 test: setup
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2
 
 test-slow: setup
-	$(BIN)/pytest -m slow
+	$(BIN)/pytest -n 2 -m slow
 
 clean:
 	rm -rf runs multirun outputs .pytest_cache
