@@ -208,6 +208,6 @@ def test_the_comparison_end_to_end_on_the_tiny_model(tiny_model, tmp_path):
     assert (sweep / "aft_nocot-8ex" / "eval" / "value_probe-baseline").resolve() == \
         (sweep / "msm_aft-8ex" / "eval" / "value_probe-baseline").resolve()
     dacli("report", str(sweep), cwd=tmp_path)
-    section = (sweep / "report.md").read_text().split("## §3 comparison: value_probe", 1)[1]
+    section = (sweep / "report.md").read_text().split("## §3 comparison: value_probe", 1)[1].split("\n## ", 1)[0]
     rows = [line.split(" | ")[0].lstrip("| ") for line in section.splitlines() if line.startswith("| ")][1:]
     assert rows == ["baseline", "AFT only", "MSM(cheese_affordability)+AFT"], section

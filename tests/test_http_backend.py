@@ -52,8 +52,14 @@ def test_generate_and_judge_over_http(vllm_server, tiny_model, tmp_path, monkeyp
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     args = tiny_overrides(tiny_model, tmp_path / "runs", "method=aft_cot", "generator.backend=openai",
                           f"generator.base_url={vllm_server}", "generator.samples_per_prompt=2",
-                          "judge=vllm", "judge.backend=openai", f"judge.base_url={vllm_server}", "judge.threshold=0")
-    out = dacli("generate", *args, cwd=tmp_path).stdout
+                          "judge=vllm", "judge.backend=openai", f"judge.base_url={vllm_server}", "judge.threshold=0",
+                          "data.max_prompts=8")
+    # The tiny random judge rarely writes a score it can read: of 8 examples asked for, the first 8
+    # prompts keep what they keep, and a short count is one line naming the judge's reasons
+    proc = dacli("generate", *args, cwd=tmp_path, check=False)
+    out = proc.stdout
+    kept_all = proc.returncode == 0
+    assert kept_all or (proc.returncode == 2 and "data.max_prompts=8 reached; rejected: " in proc.stderr)
     data = tmp_path / "runs" / "tiny-aft_cot-8ex" / "data" / "aft"
     rows = pq.read_table(data / "aft.parquet").to_pylist() + pq.read_table(data / "rejects.parquet").to_pylist()
     assert len(rows) == 16  # 8 prompts x 2 samples: kept, or rejected with a reason (not_best_of_k included)

@@ -14,7 +14,8 @@ def test_quickstart_recipe_end_to_end(tmp_path):
     kept = pq.read_table(run / "data" / "aft" / "aft.parquet").to_pylist()
     assert kept and all(r["cot"] and r["response"] for r in kept)
     sft = read_json(run / "checkpoints" / "sft" / "manifest.json")
-    assert sft["counts"]["examples"] == len(kept) and sft["counts"]["steps"] > 0
+    # 16 examples (data.n_samples counts those the judge kept): the store may hold more from its last round
+    assert sft["counts"]["examples"] == 16 <= len(kept) and sft["counts"]["steps"] > 0
     scores = read_json(run / "eval" / "am" / "scores.json")
     assert scores["model_path"] == str(run / "checkpoints" / "sft")
     assert scores["overall"]["n"] == 21 and len(scores["conditions"]) == 7
