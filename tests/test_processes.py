@@ -65,15 +65,15 @@ def _left(tree, cwd: Path):
     return list(left.values())
 
 
-def _assert_none_left(tree, cwd: Path) -> None:
-    """What is left fails the test, and is killed first: a failure must not leave vLLM running here."""
+def _killed_leftovers(tree, cwd: Path):
+    """(pid, name) of each process still left, killed first: a failing test must not leave vLLM running."""
     left = _left(tree, cwd)
     for p in left:
         try:
             p.kill()
         except psutil.Error:
             pass
-    assert not left, f"processes outlived the dacli that started them: {[(p.pid, _name(p)) for p in left]}"
+    return [(p.pid, _name(p)) for p in left]
 
 
 def test_a_killed_dacli_leaves_no_vllm_process(tiny_model, tmp_path):
@@ -84,7 +84,8 @@ def test_a_killed_dacli_leaves_no_vllm_process(tiny_model, tmp_path):
     deadline = time.time() + 15
     while _left(tree, tmp_path) and time.time() < deadline:
         time.sleep(0.2)
-    _assert_none_left(tree, tmp_path)
+    left = _killed_leftovers(tree, tmp_path)
+    assert not left, f"processes outlived the dacli that started them: {left}"
 
 
 @pytest.mark.slow  # ~20-35 s each here (a vLLM engine start each); the SIGKILL test above is the default suite's
@@ -93,7 +94,8 @@ def test_sigterm_and_sigint_stop_everything_with_one_line(sig, tiny_model, tmp_p
     proc, tree = _eval_with_engine_up(tiny_model, tmp_path)
     proc.send_signal(sig)
     assert proc.wait(timeout=120) == 128 + sig
-    _assert_none_left(tree, tmp_path)  # dacli exits only once every process it started is gone: no waiting
+    left = _killed_leftovers(tree, tmp_path)  # dacli exits only once every process it started is gone: no waiting
+    assert not left, f"processes outlived the dacli that started them: {left}"
     err = (tmp_path / "err.txt").read_text()
     said = [line for line in err.splitlines() if "interrupted" in line]
     assert said == [err.splitlines()[-1]], err
