@@ -13,6 +13,7 @@ Recipe:
    hosted generator or judge, which then takes no GPU time) from `prices`.
 """
 import itertools
+import math
 import json
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
@@ -224,7 +225,7 @@ def _aft_data(cfg, data: Dict[str, str]) -> List[Output]:
     key = aft.key(cfg, prompts_id)
     rate, rate_from = _keep_rate(cfg, key)
     examples = aft.wanted(cfg)
-    n = examples if cfg.data.given_responses else -(-examples * 1000 // max(1, round(rate * 1000)))  # prompts
+    n = math.ceil(round(examples / rate, 6))  # prompts (a rate of 1 for given answers); round: 16 / (16 / 26) is 26
     if cfg.data.max_prompts:
         n = min(n, cfg.data.max_prompts)
     if cfg.data.source == "generated":  # the pool grows to the prompts the AFT data take
